@@ -1,0 +1,233 @@
+"""The `blend` command line (DESIGN §6). Exit codes: 0 success, 1 the check failed, 2 usage or
+internal error. Diagnostics go to stderr; no user error ever shows a traceback."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from blendspec.diagnostics import SpecError, render_text, to_json
+from blendspec.loader import LoadedSpec, load_spec
+
+app = typer.Typer(
+    name="blend",
+    help="Declare, validate, compile and run the blending layer of a recommender.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class GraphFormat(StrEnum):
+    text = "text"
+    dot = "dot"
+    json = "json"
+
+
+class SpecSyntax(StrEnum):
+    yaml = "yaml"
+    dsl = "dsl"
+
+
+def _report(error: SpecError, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        return
+    _stderr().print(render_text(error.source, error.diagnostics, color=True))
+
+
+def _load(path: Path) -> LoadedSpec:
+    return load_spec(path)
+
+
+@app.command()
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files (*.blend, *.yaml).")],
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json")
+    ] = OutputFormat.text,
+    strict: Annotated[bool, typer.Option(help="Treat warnings as failures.")] = False,
+) -> None:
+    """Parse, type-check and lint specs."""
+    failed = False
+    report: list[dict[str, object]] = []
+    console = _stderr()
+    for path in specs:
+        try:
+            loaded = _load(path)
+        except SpecError as error:
+            failed = True
+            report.append(
+                {
+                    "file": str(path),
+                    "ok": False,
+                    "diagnostics": [to_json(error.source, d) for d in error.diagnostics],
+                }
+            )
+            _report(error, output)
+            continue
+        warnings = loaded.warnings
+        if strict and warnings:
+            failed = True
+        report.append(
+            {
+                "file": str(path),
+                "ok": not (strict and warnings),
+                "diagnostics": [to_json(loaded.document.source, d) for d in warnings],
+            }
+        )
+        if output is OutputFormat.text:
+            if warnings:
+                console.print(render_text(loaded.document.source, warnings, color=True))
+            count = len(warnings)
+            suffix = f" ({count} warning{'s' * (count != 1)})" if count else ""
+            console.print(f"[green]ok[/green] {path}{suffix}")
+    if output is OutputFormat.json:
+        print(json.dumps(report, indent=2))
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@app.command()
+def fmt(
+    specs: Annotated[list[Path], typer.Argument(help="Spec files to format in place.")],
+    check: Annotated[bool, typer.Option(help="Only report files that are not canonical.")] = False,
+    to: Annotated[
+        SpecSyntax | None, typer.Option(help="Convert to this syntax (to stdout or -o).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--output", help="Where --to writes.")] = None,
+) -> None:
+    """Canonical formatting, and conversion between YAML and the DSL."""
+    from blendspec.emit import to_dsl, to_yaml
+
+    if out is not None and (to is None or len(specs) != 1):
+        _stderr().print("error: -o/--output goes with --to and exactly one spec")
+        raise typer.Exit(EXIT_USAGE)
+    failed = False
+    for path in specs:
+        try:
+            loaded = _load(path)
+        except SpecError as error:
+            _report(error, OutputFormat.text)
+            failed = True
+            continue
+        if to is not None:
+            text = (to_yaml if to is SpecSyntax.yaml else to_dsl)(loaded.spec, loaded.document)
+            if out is None:
+                sys.stdout.write(text)
+            else:
+                write_atomic(out, text)
+            continue
+        emitter = to_yaml if loaded.document.syntax == "yaml" else to_dsl
+        text = emitter(loaded.spec, loaded.document)
+        if text == loaded.document.source.text:
+            continue
+        if check:
+            failed = True
+            _stderr().print(f"[yellow]would reformat[/yellow] {path}")
+            diff = difflib.unified_diff(
+                loaded.document.source.text.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile=str(path),
+                tofile=f"{path} (formatted)",
+            )
+            sys.stderr.write("".join(diff))
+        else:
+            write_atomic(path, text)
+            _stderr().print(f"reformatted {path}")
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@app.command()
+def graph(
+    spec: Annotated[Path, typer.Argument(help="Spec file.")],
+    output: Annotated[
+        GraphFormat, typer.Option("--format", help="text, dot or json")
+    ] = GraphFormat.text,
+) -> None:
+    """Print the compiled, typed execution graph."""
+    from blendspec.compile import compile_graph
+
+    try:
+        loaded = _load(spec)
+    except SpecError as error:
+        _report(error, OutputFormat.text)
+        raise typer.Exit(EXIT_FAILED) from None
+    compiled = compile_graph(loaded)
+    if output is GraphFormat.json:
+        sys.stdout.write(json.dumps(compiled.to_json(), indent=2) + "\n")
+    elif output is GraphFormat.dot:
+        sys.stdout.write(compiled.to_dot())
+    else:
+        sys.stdout.write(compiled.to_text())
+
+
+@app.command()
+def schema() -> None:
+    """JSON Schema of the YAML form, for editors' YAML language servers."""
+    from blendspec.schema import spec_json_schema
+
+    sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename: never a half-written file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def main() -> None:
+    """Console-script entry: user errors are diagnostics, anything else an internal error (exit 2)."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _stderr().print("interrupted")
+        sys.exit(130)
+    except Exception as error:
+        import click
+
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(EXIT_USAGE)
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(EXIT_USAGE)
+        if os.environ.get("BLENDSPEC_DEBUG"):
+            raise
+        _stderr().print(
+            f"internal error: {type(error).__name__}: {error}\n"
+            "this is a bug in blendspec; set BLENDSPEC_DEBUG=1 to see the traceback"
+        )
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,412 @@
+"""The one typed spec model that both syntaxes build (DESIGN §2).
+
+The YAML form *is* this model's validation schema, except that formulas (objectives, utility,
+similarity, rewards) are written as strings in the expression language; they are held here as
+expression trees. Models are frozen and forbid unknown fields, so a typo in a key is an error, not a
+silently ignored setting. Cross-references (does `p_click` exist? is it a score?) are the semantic
+passes' job (`blendspec.checks`), because they need the whole spec and want to report many errors at
+once with precise spans.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise PydanticCustomError(
+            "E100",
+            "`{name}` is not a valid name (letters, digits and _, not starting with a digit)",
+            {"name": name},
+        )
+    return name
+
+
+Name = Annotated[str, BeforeValidator(_check_name)]
+
+
+# ---------------------------------------------------------------- expressions
+
+
+class Const(Model):
+    """A numeric literal."""
+
+    kind: Literal["const"] = "const"
+    value: float
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise PydanticCustomError("E100", "numbers in a spec must be finite")
+        return value
+
+
+class Ref(Model):
+    """A reference to a named input, objective, weight or outcome."""
+
+    kind: Literal["ref"] = "ref"
+    name: str
+
+
+class Neg(Model):
+    """Unary minus of a non-literal (a negated literal is folded into `Const`)."""
+
+    kind: Literal["neg"] = "neg"
+    operand: Expr
+
+
+class BinOp(Model):
+    """`left op right` for op in + - * /."""
+
+    kind: Literal["binop"] = "binop"
+    op: Literal["+", "-", "*", "/"]
+    left: Expr
+    right: Expr
+
+
+class Call(Model):
+    """A transform (log1p, clip, pow, zscore, rank) or a similarity signal (cosine, category, prefix)."""
+
+    kind: Literal["call"] = "call"
+    fn: str
+    args: tuple[Expr, ...]
+
+
+def _parse_expression_text(value: Any) -> Any:
+    """Python callers may pass formulas as text, like the YAML form; parse them the same way."""
+    if isinstance(value, str):
+        from blendspec.syntax import parse_expression
+
+        return parse_expression(value)
+    return value
+
+
+_EXPR_SCHEMA = {
+    "type": "string",
+    "description": "A formula in the blendspec expression language, e.g. `0.5 * log1p(p_save)`.",
+}
+
+Expr = Annotated[
+    Const | Ref | Neg | BinOp | Call,
+    Field(discriminator="kind"),
+]
+Formula = Annotated[
+    Expr, BeforeValidator(_parse_expression_text), WithJsonSchema(_EXPR_SCHEMA, mode="validation")
+]
+
+for _node in (Neg, BinOp, Call):
+    _node.model_rebuild()
+
+
+# ---------------------------------------------------------------- inputs
+
+SCALAR_INPUT_KINDS = ("score", "category", "flag")
+SIZED_INPUT_KINDS = ("embedding", "semantic_id", "features")
+INPUT_KINDS = SCALAR_INPUT_KINDS + SIZED_INPUT_KINDS
+_INPUT_TYPE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([^\]]*?)\s*\])?\s*$")
+
+
+_INPUT_SCHEMA = {
+    "type": "string",
+    "pattern": r"^(score|category|flag|(embedding|semantic_id|features)\[[1-9][0-9]*\])$",
+    "description": "score, category, flag, embedding[D], semantic_id[L] or features[D]",
+}
+
+
+class Input(Model):
+    """A typed column of the candidate dump: `score`, `embedding[D]`, `semantic_id[L]`, …"""
+
+    kind: Literal["score", "embedding", "semantic_id", "category", "flag", "features"]
+    size: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return parse_input_type(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sized(self) -> Input:
+        if self.kind in SIZED_INPUT_KINDS and (self.size is None or self.size < 1):
+            raise PydanticCustomError(
+                "E104",
+                "`{kind}` needs a size of at least 1, as in `{kind}[8]`",
+                {"kind": self.kind},
+            )
+        if self.kind in SCALAR_INPUT_KINDS and self.size is not None:
+            raise PydanticCustomError("E104", "`{kind}` takes no size", {"kind": self.kind})
+        return self
+
+    def __str__(self) -> str:
+        return self.kind if self.size is None else f"{self.kind}[{self.size}]"
+
+    @property
+    def per_request(self) -> bool:
+        """Request features are constant within a request; every other input is per candidate."""
+        return self.kind == "features"
+
+
+def parse_input_type(text: str) -> dict[str, Any]:
+    match = _INPUT_TYPE.match(text)
+    if not match:
+        raise PydanticCustomError(
+            "E104", "`{text}` is not an input type; expected one of {kinds}", _kinds(text)
+        )
+    kind, size = match.group(1), match.group(2)
+    if kind not in INPUT_KINDS:
+        from blendspec.diagnostics import did_you_mean
+
+        hint = did_you_mean(kind, INPUT_KINDS)
+        raise PydanticCustomError(
+            "E104",
+            "unknown input type `{kind}`; expected one of {kinds}" + (f" ({hint})" if hint else ""),
+            {"kind": kind, "kinds": ", ".join(INPUT_KINDS)},
+        )
+    if size is None:
+        return {"kind": kind}
+    if not size.isdigit():
+        raise PydanticCustomError(
+            "E104",
+            "the size of `{kind}` must be a whole number, not `{size}`",
+            {"kind": kind, "size": size},
+        )
+    return {"kind": kind, "size": int(size)}
+
+
+def _kinds(text: str) -> dict[str, str]:
+    return {"text": text, "kinds": ", ".join(INPUT_KINDS)}
+
+
+# ---------------------------------------------------------------- weights
+
+
+class Weight(Model):
+    """A named utility weight: default, bounds [lo, hi], implied sign, and where its value comes from."""
+
+    default: float
+    bounds: tuple[float, float]
+    sign: Literal["positive", "negative", "any"] = "positive"
+    source: Literal["fixed", "policy"] = "fixed"
+    grid: tuple[float, ...] | None = None
+
+    @field_validator("default", "bounds", "grid")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v is not None and not math.isfinite(v) for v in values):
+            raise PydanticCustomError("E100", "numbers in a spec must be finite")
+        return value
+
+    @model_validator(mode="after")
+    def _grid_matches_source(self) -> Weight:
+        if self.source == "policy" and not self.grid:
+            raise PydanticCustomError(
+                "E101", "a weight whose source is `policy` needs a `grid` of values to choose from"
+            )
+        if self.source == "fixed" and self.grid is not None:
+            raise PydanticCustomError(
+                "E100", "`grid` is only meaningful for a weight whose source is `policy`"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- diversity
+
+Relevance = Literal["zscore", "minmax", "raw"]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Window = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0.0)]
+
+
+class Ssd(Model):
+    """Sliding Spectrum Decomposition (Huang et al. 2021), stabilised variant by default."""
+
+    algorithm: Literal["ssd"]
+    similarity: Formula
+    theta: Probability = 0.5
+    gamma: Positive = 1.0
+    window: Window = 10
+    variant: Literal["stabilized", "volume"] = "stabilized"
+    relevance: Relevance = "zscore"
+    epsilon: Positive = 1e-6
+
+
+class Dpp(Model):
+    """Greedy MAP of a DPP by incremental Cholesky (Chen et al. 2018), optionally windowed."""
+
+    algorithm: Literal["dpp"]
+    similarity: Formula
+    alpha: Positive = 1.0
+    window: Window | None = None
+    relevance: Relevance = "zscore"
+    epsilon: Positive = 1e-6
+
+
+class Mmr(Model):
+    """Maximal Marginal Relevance (Carbonell & Goldstein 1998)."""
+
+    algorithm: Literal["mmr"]
+    similarity: Formula
+    lambda_: Probability = Field(default=0.5, alias="lambda")
+    relevance: Relevance = "zscore"
+
+
+class NoDiversity(Model):
+    """No diversifier: greedy by utility, still under the spec's penalties and caps."""
+
+    algorithm: Literal["none"]
+
+
+Diversity = Annotated[Ssd | Dpp | Mmr | NoDiversity, Field(discriminator="algorithm")]
+
+
+# ---------------------------------------------------------------- penalties and rules
+
+
+class Spacing(Model):
+    """Soft spacing of one sensitive set (a flag input), DESIGN §3.5."""
+
+    window: Window
+    coefficient: Annotated[float, Field(ge=0.0)]
+
+
+class SemanticIdPenalty(Model):
+    """Penalty on semantic-ID prefix overlap with recent slate items, DESIGN §3.6."""
+
+    input: Name
+    window: Window
+    min_prefix: Annotated[int, Field(ge=1)] = 1
+    coefficient: Annotated[float, Field(ge=0.0)]
+
+
+class Cap(Model):
+    """At most `max` items of one category in any `window` consecutive slots, DESIGN §3.8."""
+
+    max: Annotated[int, Field(ge=1)]
+    window: Window
+
+
+class Rules(Model):
+    """Hard rules applied before and during selection."""
+
+    filters: tuple[Name, ...] = ()
+    caps: dict[Name, Cap] = Field(default_factory=dict)
+    truncate: Annotated[int, Field(ge=1)] | None = None
+
+
+class Slate(Model):
+    """The slate's length T, a compile-time constant."""
+
+    length: Annotated[int, Field(ge=1)]
+
+
+# ---------------------------------------------------------------- policy
+
+
+class NoExploration(Model):
+    kind: Literal["none"]
+
+
+class UniformExploration(Model):
+    """Every action of the grid with equal probability (exploration traffic)."""
+
+    kind: Literal["uniform"]
+
+
+class EpsilonExploration(Model):
+    """With probability epsilon a uniformly drawn action, otherwise the policy's choice."""
+
+    kind: Literal["epsilon"]
+    epsilon: Probability
+
+
+class SoftmaxExploration(Model):
+    """Sample the policy's softmax at a temperature."""
+
+    kind: Literal["softmax"]
+    temperature: Positive
+
+
+Exploration = Annotated[
+    NoExploration | UniformExploration | EpsilonExploration | SoftmaxExploration,
+    Field(discriminator="kind"),
+]
+
+
+def _one_or_many(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+class Policy(Model):
+    """DRL-PUT: a network maps a request's state to one action of the policy weights' grid."""
+
+    state: Annotated[tuple[Name, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+    file: str | None = None
+    exploration: Exploration = Field(default_factory=lambda: NoExploration(kind="none"))
+    reward: Name | None = None
+    fallback: Literal["defaults", "nearest"] = "defaults"
+
+
+# ---------------------------------------------------------------- the spec
+
+
+class Spec(Model):
+    """A whole blending layer: inputs → utility → diversity under penalties and rules → slate."""
+
+    name: Name
+    slate: Slate
+    inputs: dict[Name, Annotated[Input, WithJsonSchema(_INPUT_SCHEMA, mode="validation")]]
+    objectives: dict[Name, Formula] = Field(default_factory=dict)
+    weights: dict[Name, Weight] = Field(default_factory=dict)
+    utility: Formula
+    diversity: Diversity = Field(default_factory=lambda: NoDiversity(algorithm="none"))
+    spacing: dict[Name, Spacing] = Field(default_factory=dict)
+    semantic_id_penalty: SemanticIdPenalty | None = None
+    rules: Rules = Field(default_factory=Rules)
+    outcomes: tuple[Name, ...] = ()
+    rewards: dict[Name, Formula] = Field(default_factory=dict)
+    policy: Policy | None = None
+
+    @field_validator("inputs", "objectives", "weights", "spacing", "rewards", mode="before")
+    @classmethod
+    def _valid_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise PydanticCustomError(
+                        "E100", "names must be text, not `{key}`", {"key": key}
+                    )
+                _check_name(key)
+        return value
+
+    @property
+    def policy_weights(self) -> tuple[str, ...]:
+        """The weights a policy sets, in declaration order: the axes of the action grid."""
+        return tuple(name for name, w in self.weights.items() if w.source == "policy")
+
+    @property
+    def action_count(self) -> int:
+        count = 1
+        for name in self.policy_weights:
+            count *= len(self.weights[name].grid or ())
+        return count if self.policy_weights else 0

@@ -1,0 +1,1 @@
+"""Pure torch blending operators (DESIGN §3), batched over padded requests."""

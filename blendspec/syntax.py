@@ -1,0 +1,677 @@
+"""Front ends: DSL text (Lark) and YAML text, each to the same plain data plus a map of source spans.
+
+Both syntaxes build the *YAML form* of a spec as plain Python data (formulas already parsed into
+expression dicts) and a `SpanMap` from each data path to where the user wrote it. Everything
+downstream — pydantic validation, semantic checks, diagnostics — works on that pair, which is why the
+same mistake gets the same code and points at the same token in either syntax.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lark
+import yaml
+from lark import Lark, Token, Tree
+
+from blendspec.diagnostics import Diagnostic, Source, Span, SpecError
+
+PathKey = tuple[str | int, ...]
+SpanMap = dict[PathKey, Span]
+KEY = "@key"
+"""Path suffix under which a mapping key's own span is stored (the value's span is at the path)."""
+
+FORMULA_PATHS: tuple[PathKey, ...] = (
+    ("objectives", "*"),
+    ("utility",),
+    ("diversity", "similarity"),
+    ("rewards", "*"),
+)
+
+Syntax = Literal["dsl", "yaml"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A spec as written: its source, syntax, YAML-form data and spans."""
+
+    source: Source
+    syntax: Syntax
+    data: dict[str, Any]
+    spans: SpanMap
+
+    def span_of(self, path: PathKey) -> Span | None:
+        """The span of the deepest written part of `path` (a missing field points at its parent)."""
+        path = tuple(path)
+        if path in self.spans:
+            return self.spans[path]
+        for end in range(len(path) - 1, -1, -1):
+            prefix = path[:end]
+            if prefix + (KEY,) in self.spans:
+                return self.spans[prefix + (KEY,)]
+            if prefix in self.spans:
+                return self.spans[prefix]
+        return None
+
+    def key_span(self, path: PathKey) -> Span | None:
+        return self.spans.get(tuple(path) + (KEY,)) or self.span_of(path)
+
+
+def syntax_of(path: Path) -> Syntax | None:
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    if suffix in (".blend", ".bspec"):
+        return "dsl"
+    return None
+
+
+def parse_document(source: Source, syntax: Syntax) -> Document:
+    return parse_dsl(source) if syntax == "dsl" else parse_yaml(source)
+
+
+# ---------------------------------------------------------------- the Lark parser
+
+
+GRAMMAR_FILE = "blendspec.lark"
+
+
+def grammar_text() -> str:
+    """The grammar ships inside the wheel as `blendspec.grammar`; a bare checkout keeps it in grammar/."""
+    try:
+        return importlib.resources.files("blendspec.grammar").joinpath(GRAMMAR_FILE).read_text()
+    except ModuleNotFoundError:
+        return (Path(__file__).resolve().parent.parent / "grammar" / GRAMMAR_FILE).read_text()
+
+
+@functools.cache
+def _parser() -> Lark:
+    grammar = grammar_text()
+    return Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        start=["start", "expr"],
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": 'a string in "double quotes"',
+    "$END": "the end of the spec",
+}
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[name]
+    try:
+        pattern = _parser().get_terminal(name).pattern
+    except KeyError:
+        return name.lower()
+    if isinstance(pattern, lark.lexer.PatternStr):
+        return f"`{pattern.value}`"
+    return name.lower()
+
+
+def _expected_help(expected: set[str] | frozenset[str]) -> str | None:
+    words = sorted({_describe_terminal(name) for name in expected})
+    if not words or len(words) > 6:
+        return None
+    if len(words) == 1:
+        return f"expected {words[0]}"
+    return "expected " + ", ".join(words[:-1]) + f" or {words[-1]}"
+
+
+def _end_span(text: str) -> Span:
+    lines = text.split("\n")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
+    return Span.point(len(lines), len(lines[-1]) + 1)
+
+
+def _syntax_diagnostic(error: lark.exceptions.LarkError, text: str, locate: Locator) -> Diagnostic:
+    if isinstance(error, lark.exceptions.UnexpectedToken):
+        token = error.token
+        if token.type == "$END":
+            span = locate(_end_span(text))
+            return Diagnostic(
+                "E001", "spec ended unexpectedly", span, _expected_help(error.expected)
+            )
+        width = len(str(token.value)) or 1
+        span = locate(Span.point(token.line or 1, token.column or 1, width))
+        return Diagnostic(
+            "E001", f"unexpected `{token.value}`", span, _expected_help(error.expected)
+        )
+    if isinstance(error, lark.exceptions.UnexpectedCharacters):
+        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
+        span = locate(Span.point(error.line, error.column))
+        if char == '"':
+            return Diagnostic(
+                "E001", "unterminated string", span, 'close it with `"` on the same line'
+            )
+        return Diagnostic(
+            "E001", f"unexpected character `{char}`", span, _expected_help(error.allowed or set())
+        )
+    if isinstance(error, lark.exceptions.UnexpectedEOF):
+        return Diagnostic(
+            "E001",
+            "spec ended unexpectedly",
+            locate(_end_span(text)),
+            _expected_help(error.expected),
+        )
+    return Diagnostic("E001", f"cannot parse: {error}", None)
+
+
+# ---------------------------------------------------------------- locating spans
+
+Locator = Callable[[Span], Span]
+
+
+def _identity(span: Span) -> Span:
+    return span
+
+
+def _meta_span(node: Tree | Token) -> Span:
+    if isinstance(node, Token):
+        return Span(node.line or 1, node.column or 1, node.end_line or 1, node.end_column or 1)
+    meta = node.meta
+    if getattr(meta, "empty", True):
+        return Span.point(1, 1)
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _join(first: Span, last: Span) -> Span:
+    return Span(first.line, first.column, last.end_line, last.end_column)
+
+
+# ---------------------------------------------------------------- expressions
+
+
+def _number(token: Token) -> int | float:
+    text = str(token)
+    return int(text) if text.isdigit() else float(text)
+
+
+class _Builder:
+    """Turns a Lark tree into YAML-form data, recording a span for every path it writes."""
+
+    def __init__(self, source: Source, locate: Locator = _identity) -> None:
+        self.source = source
+        self.locate = locate
+        self.spans: SpanMap = {}
+        self.errors: list[Diagnostic] = []
+
+    def mark(self, path: PathKey, node: Tree | Token | Span) -> None:
+        span = node if isinstance(node, Span) else _meta_span(node)
+        self.spans[path] = self.locate(span)
+
+    # expressions ------------------------------------------------------
+
+    def expr(self, node: Tree | Token, path: PathKey) -> dict[str, Any]:
+        self.mark(path, node)
+        if isinstance(node, Token):  # pragma: no cover - the grammar wraps every atom in a rule
+            raise TypeError(f"bare token {node!r}")
+        kind = node.data
+        if kind == "number":
+            return {"kind": "const", "value": float(_number(node.children[0]))}
+        if kind == "ref":
+            return {"kind": "ref", "name": str(node.children[0])}
+        if kind == "neg":
+            operand = self.expr(node.children[0], path + ("operand",))
+            if operand["kind"] == "const":
+                # A negated literal is a literal: `-2` and `- 2` both mean the number -2.
+                return {"kind": "const", "value": -operand["value"]}
+            return {"kind": "neg", "operand": operand}
+        if kind in ("add", "sub", "mul", "div"):
+            op = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[kind]
+            left = self.expr(node.children[0], path + ("left",))
+            right = self.expr(node.children[1], path + ("right",))
+            return {"kind": "binop", "op": op, "left": left, "right": right}
+        if kind == "call":
+            name, *args = node.children
+            self.mark(path + ("fn",), name)
+            built = [
+                self.expr(arg, path + ("args", i))
+                for i, arg in enumerate(a for a in args if a is not None)
+            ]
+            return {"kind": "call", "fn": str(name), "args": built}
+        raise TypeError(f"unexpected expression node {kind}")  # pragma: no cover
+
+    # generic values ---------------------------------------------------
+
+    def value(self, node: Tree | Token, path: PathKey) -> Any:
+        """Option values: literals become plain data, anything else stays a formula."""
+        if isinstance(node, Tree):
+            if node.data == "string":
+                self.mark(path, node)
+                return _unquote(str(node.children[0]))
+            if node.data == "list":
+                self.mark(path, node)
+                items = [c for c in node.children if c is not None]
+                return [self.value(item, path + (i,)) for i, item in enumerate(items)]
+            if node.data == "block":
+                self.mark(path, node)
+                return self.block(node, path)
+        built = self.expr(node, path)
+        if built["kind"] == "const":
+            literal = _literal_number(node)
+            return literal if literal is not None else built["value"]
+        if built["kind"] == "ref":
+            return built["name"]
+        return built
+
+    def block(
+        self, node: Tree, path: PathKey, into: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {} if into is None else into
+        for option in node.children:
+            key_token, value_node = option.children
+            key = str(key_token)
+            if key in result:
+                self.duplicate(path + (key,), key_token, f"`{key}` is set twice")
+                continue
+            self.mark(path + (key, KEY), key_token)
+            result[key] = self.value(value_node, path + (key,))
+        return result
+
+    def duplicate(self, path: PathKey, token: Token, message: str) -> None:
+        first = self.spans.get(path + (KEY,)) or self.spans.get(path)
+        note = (f"first written at line {first.line}",) if first else ()
+        self.errors.append(Diagnostic("E103", message, self.locate(_meta_span(token)), notes=note))
+
+
+def _literal_number(node: Tree | Token) -> int | float | None:
+    """`10` stays an int and `-0.5` a float, so counts and windows keep their written type."""
+    if isinstance(node, Tree) and node.data == "number":
+        return _number(node.children[0])
+    if isinstance(node, Tree) and node.data == "neg":
+        inner = _literal_number(node.children[0])
+        return None if inner is None else -inner
+    return None
+
+
+def _unquote(text: str) -> str:
+    body = text[1:-1]
+    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
+
+
+def parse_expression(text: str) -> dict[str, Any]:
+    """Parse one formula (Python API and tests); raises SpecError with a located diagnostic."""
+    source = Source("<formula>", text)
+    builder = _Builder(source)
+    return builder.expr(_parse_tree(source, "expr", _identity), ())
+
+
+def _keyword_as_name(error: lark.exceptions.UnexpectedInput) -> bool:
+    """A keyword where a name is expected *is* a name: `input = sid` inside a block, an input called
+    `reward`. LALR state merging can make the lexer prefer the keyword there; re-feed it as NAME."""
+    if not isinstance(error, lark.exceptions.UnexpectedToken) or "NAME" not in error.expected:
+        return False
+    token = error.token
+    if token.type == "$END" or not str(token.value).isidentifier():
+        return False
+    try:
+        error.interactive_parser.feed_token(Token.new_borrow_pos("NAME", token.value, token))
+    except lark.exceptions.UnexpectedInput:
+        return False
+    return True
+
+
+def _parse_tree(source: Source, start: str, locate: Locator) -> Tree:
+    try:
+        return _parser().parse(source.text, start=start, on_error=_keyword_as_name)
+    except lark.exceptions.LarkError as error:
+        raise SpecError(source, [_syntax_diagnostic(error, source.text, locate)]) from None
+
+
+# ---------------------------------------------------------------- the DSL
+
+_SINGLETONS = {
+    "spec_stmt": ("name",),
+    "slate_stmt": ("slate", "length"),
+    "utility_stmt": ("utility",),
+    "diversity_stmt": ("diversity",),
+    "penalty_stmt": ("semantic_id_penalty",),
+    "truncate_stmt": ("rules", "truncate"),
+    "policy_stmt": ("policy",),
+}
+
+_STATEMENT_WORD = {
+    "spec_stmt": "spec",
+    "slate_stmt": "slate",
+    "utility_stmt": "utility",
+    "diversity_stmt": "diversity",
+    "penalty_stmt": "semantic_id_penalty",
+    "truncate_stmt": "truncate",
+    "policy_stmt": "policy",
+}
+
+
+def parse_dsl(source: Source) -> Document:
+    tree = _parse_tree(source, "start", _identity)
+    builder = _Builder(source)
+    data: dict[str, Any] = {}
+    for statement in tree.children:
+        _dsl_statement(builder, data, statement)
+    if builder.errors:
+        raise SpecError(source, builder.errors)
+    return Document(source, "dsl", data, builder.spans)
+
+
+def _put(data: dict[str, Any], path: PathKey, value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+
+
+def _exists(data: dict[str, Any], path: PathKey) -> bool:
+    node: Any = data
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _keyword_span(statement: Tree, word: str) -> Span:
+    start = _meta_span(statement)
+    return Span.point(start.line, start.column, len(word))
+
+
+def _dsl_statement(b: _Builder, data: dict[str, Any], st: Tree) -> None:
+    kind = st.data
+    children = st.children
+    if kind in _SINGLETONS:
+        path = _SINGLETONS[kind]
+        word = _STATEMENT_WORD[kind]
+        if _exists(data, path):
+            b.duplicate(
+                path,
+                Token(
+                    "KW",
+                    word,
+                    line=st.meta.line,
+                    column=st.meta.column,
+                    end_line=st.meta.line,
+                    end_column=st.meta.column + len(word),
+                ),
+                f"`{word}` is declared twice",
+            )
+            return
+        b.mark(path + (KEY,), _keyword_span(st, word))
+        if len(path) > 1 and path[:1] + (KEY,) not in b.spans and path[0] != "rules":
+            b.mark(path[:1] + (KEY,), _keyword_span(st, word))
+        if kind == "spec_stmt":
+            b.mark(path, children[0])
+            _put(data, path, str(children[0]))
+        elif kind in ("slate_stmt", "truncate_stmt"):
+            b.mark(path, children[0])
+            _put(data, path, _number(children[0]))
+        elif kind == "utility_stmt":
+            _put(data, path, b.expr(children[0], path))
+        elif kind == "diversity_stmt":
+            algorithm, block = children
+            b.mark(path, st)
+            value: dict[str, Any] = {"algorithm": str(algorithm)}
+            b.mark(path + ("algorithm",), algorithm)
+            if block is not None:
+                b.block(block, path, value)
+            _put(data, path, value)
+        else:  # penalty_stmt, policy_stmt
+            b.mark(path, st)
+            _put(data, path, b.block(children[0], path))
+        return
+    if kind in ("input_stmt", "objective_stmt", "spacing_stmt", "cap_stmt", "reward_stmt"):
+        section = {
+            "input_stmt": ("inputs",),
+            "objective_stmt": ("objectives",),
+            "spacing_stmt": ("spacing",),
+            "cap_stmt": ("rules", "caps"),
+            "reward_stmt": ("rewards",),
+        }[kind]
+        name_token, body = children
+        name = str(name_token)
+        path = section + (name,)
+        if _exists(data, path):
+            b.duplicate(path, name_token, f"`{name}` is declared twice")
+            return
+        b.mark(path + (KEY,), name_token)
+        if kind == "input_stmt":
+            b.mark(path, body)
+            type_name, size = body.children
+            value: Any = str(type_name) if size is None else f"{type_name}[{size}]"
+        elif kind in ("objective_stmt", "reward_stmt"):
+            value = b.expr(body, path)
+        else:
+            b.mark(path, st)
+            value = b.block(body, path)
+        _put(data, path, value)
+        return
+    if kind == "weight_stmt":
+        name_token, default, low, high, block = children
+        name = str(name_token)
+        path = ("weights", name)
+        if _exists(data, path):
+            b.duplicate(path, name_token, f"`{name}` is declared twice")
+            return
+        b.mark(path + (KEY,), name_token)
+        b.mark(path, st)
+        b.mark(path + ("default",), default)
+        b.mark(path + ("bounds",), _join(_meta_span(low), _meta_span(high)))
+        b.mark(path + ("bounds", 0), low)
+        b.mark(path + ("bounds", 1), high)
+        value = {"default": _signed(default), "bounds": [_signed(low), _signed(high)]}
+        if block is not None:
+            # `default`/`bounds` are already set by the sugar; the block's own check flags repeats.
+            b.block(block, path, value)
+        _put(data, path, value)
+        return
+    if kind in ("filter_stmt", "outcome_stmt"):
+        path = ("rules", "filters") if kind == "filter_stmt" else ("outcomes",)
+        items = data.setdefault(path[0], {}) if kind == "filter_stmt" else data
+        existing: list[str] = items.setdefault(path[-1], [])
+        if path + (KEY,) not in b.spans:
+            b.mark(
+                path + (KEY,), _keyword_span(st, "filter" if kind == "filter_stmt" else "outcome")
+            )
+        for token in children:
+            b.mark(path + (len(existing),), token)
+            existing.append(str(token))
+        return
+    raise TypeError(f"unexpected statement {kind}")  # pragma: no cover
+
+
+def _signed(node: Tree) -> int | float:
+    number = _number(node.children[0])
+    return -number if node.data == "negative" else number
+
+
+# ---------------------------------------------------------------- YAML
+
+MAX_YAML_NODES = 100_000
+"""Alias expansion is bounded, so a 'billion laughs' spec is an error instead of a hang."""
+
+
+def parse_yaml(source: Source) -> Document:
+    try:
+        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        span = Span.point(mark.line + 1, mark.column + 1) if mark else None
+        problem = (error.problem or "malformed YAML").strip()
+        raise SpecError(source, [Diagnostic("E001", f"YAML: {problem}", span)]) from None
+    except yaml.YAMLError as error:
+        raise SpecError(source, [Diagnostic("E001", f"YAML: {error}", None)]) from None
+    reader = _YamlReader(source)
+    if root is None:
+        data: Any = {}
+    else:
+        data = reader.node(root, ())
+    if not isinstance(data, dict):
+        span = reader.spans.get(())
+        reader.errors.append(
+            Diagnostic(
+                "E100", "a spec must be a mapping of sections (name, slate, inputs, …)", span
+            )
+        )
+    else:
+        reader.formulas(data)
+    if reader.errors:
+        raise SpecError(source, reader.errors)
+    return Document(source, "yaml", data, reader.spans)
+
+
+def _node_span(node: yaml.Node) -> Span:
+    start, end = node.start_mark, node.end_mark
+    return Span(start.line + 1, start.column + 1, end.line + 1, end.column + 1)
+
+
+class _YamlReader:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.spans: SpanMap = {}
+        self.errors: list[Diagnostic] = []
+        self.nodes_seen = 0
+        self.scalars: dict[PathKey, yaml.ScalarNode] = {}
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def node(self, node: yaml.Node, path: PathKey) -> Any:
+        self.nodes_seen += 1
+        if self.nodes_seen > MAX_YAML_NODES:
+            raise SpecError(
+                self.source,
+                [
+                    Diagnostic(
+                        "E100",
+                        "spec is too large (aliases expand past 100,000 nodes)",
+                        _node_span(node),
+                    )
+                ],
+            )
+        self.spans[path] = _node_span(node)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.errors.append(
+                        Diagnostic(
+                            "E100",
+                            "YAML merge keys (`<<`) are not supported in specs",
+                            _node_span(key_node),
+                        )
+                    )
+                    continue
+                key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.errors.append(
+                        Diagnostic("E100", "mapping keys must be plain names", _node_span(key_node))
+                    )
+                    continue
+                key_path = path + (key,)
+                if key in result:
+                    first = self.spans.get(key_path + (KEY,))
+                    self.errors.append(
+                        Diagnostic(
+                            "E103",
+                            f"`{key}` appears twice in this mapping",
+                            _node_span(key_node),
+                            notes=(f"first written at line {first.line}",) if first else (),
+                        )
+                    )
+                    continue
+                self.spans[key_path + (KEY,)] = _node_span(key_node)
+                result[key] = self.node(value_node, key_path)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.node(item, path + (i,)) for i, item in enumerate(node.value)]
+        self.scalars[path] = node
+        return self.scalar(node)
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as error:
+            self.errors.append(
+                Diagnostic(
+                    "E100",
+                    f"YAML: {(error.problem or 'value cannot be read').strip()}",
+                    _node_span(node),
+                    help="specs are data: only plain YAML scalars, lists and mappings are allowed",
+                )
+            )
+            return None
+
+    def formulas(self, data: dict[str, Any]) -> None:
+        for pattern in FORMULA_PATHS:
+            for path in _expand(data, pattern):
+                container = data
+                for key in path[:-1]:
+                    container = container[key]
+                value = container[path[-1]]
+                if isinstance(value, bool):
+                    continue
+                if isinstance(value, int | float):
+                    container[path[-1]] = {"kind": "const", "value": float(value)}
+                elif isinstance(value, str):
+                    container[path[-1]] = self.formula(value, path)
+
+    def formula(self, text: str, path: PathKey) -> Any:
+        node = self.scalars[path]
+        locate = _scalar_locator(node)
+        try:
+            tree = _parser().parse(text, start="expr", on_error=_keyword_as_name)
+        except lark.exceptions.LarkError as error:
+            self.errors.append(_syntax_diagnostic(error, text, locate))
+            return text
+        builder = _Builder(self.source, locate)
+        built = builder.expr(tree, path)
+        self.spans.update(builder.spans)
+        return built
+
+
+def _expand(data: dict[str, Any], pattern: PathKey) -> list[PathKey]:
+    paths: list[PathKey] = [()]
+    for part in pattern:
+        next_paths: list[PathKey] = []
+        for path in paths:
+            node: Any = data
+            for key in path:
+                node = node[key]
+            if not isinstance(node, dict):
+                continue
+            if part == "*":
+                next_paths.extend(path + (key,) for key in node)
+            elif part in node:
+                next_paths.append(path + (part,))
+        paths = next_paths
+    return paths
+
+
+def _scalar_locator(node: yaml.ScalarNode) -> Locator:
+    """Map a position inside a formula string to the YAML file, exactly for one-line scalars."""
+    start = node.start_mark
+    one_line = node.start_mark.line == node.end_mark.line and node.style in (None, "'", '"')
+    base_column = start.column + 1 + (1 if node.style in ("'", '"') else 0)
+    whole = _node_span(node)
+
+    def locate(span: Span) -> Span:
+        if not one_line or span.line != 1 or span.end_line != 1:
+            return whole
+        return Span(
+            start.line + 1,
+            base_column + span.column - 1,
+            start.line + 1,
+            base_column + span.end_column - 1,
+        )
+
+    return locate
