@@ -208,22 +208,13 @@ def write_atomic(path: Path, text: str) -> None:
 def main() -> None:
     """Console-script entry: user errors are diagnostics, anything else an internal error (exit 2)."""
     try:
-        app(standalone_mode=False)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
+        app()  # standalone: click turns usage errors into exit 2 and typer.Exit into its code
     except SystemExit:
         raise
     except KeyboardInterrupt:
         _stderr().print("interrupted")
         sys.exit(130)
-    except Exception as error:
-        import click
-
-        if isinstance(error, click.exceptions.Abort):
-            sys.exit(EXIT_USAGE)
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(EXIT_USAGE)
+    except Exception as error:  # the last line of defence against a traceback
         if os.environ.get("BLENDSPEC_DEBUG"):
             raise
         _stderr().print(

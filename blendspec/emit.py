@@ -263,7 +263,15 @@ def _yaml_scalar(value: Any) -> str:
             plain_ok = yaml.safe_load(f"k: {value}") == {"k": value} and "," not in value
         except yaml.YAMLError:
             plain_ok = False
-        return value if plain_ok and value.strip() == value and value else json.dumps(value)
+        if plain_ok and value.strip() == value and value:
+            return value
+        quoted = yaml.safe_dump(value, default_style='"', width=float("inf"), allow_unicode=True)
+        return quoted.removesuffix("\n...\n").rstrip("\n")
     if value is None:
         return "null"
-    return format_number(value)
+    text = format_number(value)
+    if "e" in text and "." not in text:
+        # YAML 1.1 (PyYAML, most editors) reads `1e-06` as text; `1.0e-06` is a float everywhere.
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}.0e{exponent}"
+    return text

@@ -32,7 +32,9 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise PydanticCustomError("E100", "expected a name, not `{value}`", {"value": repr(name)})
     if not NAME_PATTERN.match(name):
         raise PydanticCustomError(
             "E100",
@@ -99,6 +101,8 @@ def _parse_expression_text(value: Any) -> Any:
         from blendspec.syntax import parse_expression
 
         return parse_expression(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"kind": "const", "value": float(value)}
     return value
 
 
@@ -375,7 +379,10 @@ class Spec(Model):
 
     name: Name
     slate: Slate
-    inputs: dict[Name, Annotated[Input, WithJsonSchema(_INPUT_SCHEMA, mode="validation")]]
+    inputs: Annotated[
+        dict[Name, Annotated[Input, WithJsonSchema(_INPUT_SCHEMA, mode="validation")]],
+        Field(min_length=1),
+    ]
     objectives: dict[Name, Formula] = Field(default_factory=dict)
     weights: dict[Name, Weight] = Field(default_factory=dict)
     utility: Formula

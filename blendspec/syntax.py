@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,10 @@ def _number(token: Token) -> int | float:
     return int(text) if text.isdigit() else float(text)
 
 
+MAX_FORMULA_DEPTH = 160
+"""Path length inside a formula (about two path parts per level); bounds every recursion after."""
+
+
 class _Builder:
     """Turns a Lark tree into YAML-form data, recording a span for every path it writes."""
 
@@ -218,6 +223,18 @@ class _Builder:
 
     def expr(self, node: Tree | Token, path: PathKey) -> dict[str, Any]:
         self.mark(path, node)
+        if len(path) > MAX_FORMULA_DEPTH:
+            raise SpecError(
+                self.source,
+                [
+                    Diagnostic(
+                        "E100",
+                        "formula is nested too deeply",
+                        self.locate(_meta_span(node)),
+                        help="split it into named objectives",
+                    )
+                ],
+            )
         if isinstance(node, Token):  # pragma: no cover - the grammar wraps every atom in a rule
             raise TypeError(f"bare token {node!r}")
         kind = node.data
@@ -253,7 +270,15 @@ class _Builder:
         if isinstance(node, Tree):
             if node.data == "string":
                 self.mark(path, node)
-                return _unquote(str(node.children[0]))
+                try:
+                    return json.loads(str(node.children[0]))
+                except json.JSONDecodeError as error:
+                    self.errors.append(
+                        Diagnostic(
+                            "E001", f"bad string: {error.msg}", self.locate(_meta_span(node))
+                        )
+                    )
+                    return str(node.children[0])[1:-1]
             if node.data == "list":
                 self.mark(path, node)
                 items = [c for c in node.children if c is not None]
@@ -297,11 +322,6 @@ def _literal_number(node: Tree | Token) -> int | float | None:
         inner = _literal_number(node.children[0])
         return None if inner is None else -inner
     return None
-
-
-def _unquote(text: str) -> str:
-    body = text[1:-1]
-    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
 
 
 def parse_expression(text: str) -> dict[str, Any]:
@@ -531,6 +551,9 @@ def parse_yaml(source: Source) -> Document:
     return Document(source, "yaml", data, reader.spans)
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _node_span(node: yaml.Node) -> Span:
     start, end = node.start_mark, node.end_mark
     return Span(start.line + 1, start.column + 1, end.line + 1, end.column + 1)
@@ -559,6 +582,16 @@ class _YamlReader:
                 ],
             )
         self.spans[path] = _node_span(node)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            self.errors.append(
+                Diagnostic(
+                    "E100",
+                    f"YAML tag `{node.tag}` is not allowed in a spec",
+                    _node_span(node),
+                    help="specs are data: only plain YAML scalars, lists and mappings are allowed",
+                )
+            )
+            return None
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:

@@ -1,0 +1,58 @@
+"""The wheel carries the grammar, works without the checkout, and installs no top-level `cli`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_wheel_contents_and_use_without_checkout(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("blendspec-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "blendspec/grammar/blendspec.lark" in names
+    top_level = {name.split("/")[0] for name in names}
+    assert "cli.py" not in top_level and "cli" not in top_level
+    assert not any(name.startswith(("tests/", "specs/")) for name in names)
+
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+    )
+    spec = tmp_path / "mini.blend"
+    spec.write_text("spec mini\nslate 2\ninput p: score\nweight w = 1 in [0, 1]\nutility = w * p\n")
+    probe = (
+        "import sys, blendspec.syntax as s; "
+        f"assert s.__file__.startswith({str(target)!r}), s.__file__; "
+        "from blendspec.loader import load_spec; "
+        f"print(load_spec({str(spec)!r}).spec.name)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "mini"
