@@ -74,11 +74,9 @@ CODES: dict[str, str] = {
     "E306": "dimension mismatch",
     "E307": "referenced file does not exist",
     "E308": "ambiguous reward",
-    "E309": "weight used in two places",
     "W001": "unused input",
     "W002": "window can never matter",
     "W003": "unused objective or weight",
-    "W004": "unused reward",
 }
 
 MAX_REPORTED = 20

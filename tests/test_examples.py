@@ -74,3 +74,21 @@ def test_readme_spec_is_valid() -> None:
     block = readme.split("```\nspec homefeed", 1)[1].split("```", 1)[0]
     loaded = load_text("spec homefeed" + block, "dsl", "README.md")
     assert loaded.warnings == ()
+
+
+def test_every_diagnostic_code_is_documented() -> None:
+    from blendspec.diagnostics import CODES
+
+    documented = (SPECS.parent / "docs" / "errors.md").read_text()
+    for code, title in CODES.items():
+        assert f"## {code} — {title}" in documented, code
+
+
+def test_every_error_code_is_produced_somewhere() -> None:
+    """No dead codes: each registered code is raised by some module of the package."""
+    from blendspec.diagnostics import CODES
+
+    package = SPECS.parent / "blendspec"
+    source = "".join(p.read_text() for p in package.glob("*.py") if p.name != "diagnostics.py")
+    for code in CODES:
+        assert f'"{code}"' in source, code

@@ -40,6 +40,8 @@ def module() -> BlendModule:
 
 def reference_utility(click: np.ndarray, save: np.ndarray, hide: np.ndarray) -> np.ndarray:
     """Straight from the spec, one request, float64."""
+    if len(click) == 0:
+        return np.zeros(0)
     z = (click - click.mean()) / click.std() if click.std() > 0 else np.zeros_like(click)
     rank = np.array([(save < s).sum() for s in save]) / max(len(save) - 1, 1)
     liked = z + rank / 2 + save**2
