@@ -192,6 +192,112 @@ def schema() -> None:
     sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
 
 
+class OnBadRequest(StrEnum):
+    error = "error"
+    skip = "skip"
+
+
+@app.command("run")
+def run_command(
+    spec: Annotated[Path, typer.Argument(help="Spec file.")],
+    candidates: Annotated[
+        Path | None, typer.Option(help="Candidate dump: Parquet file or folder, or JSON Lines.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Slates file (Parquet).")] = Path(
+        "slates.parquet"
+    ),
+    metrics: Annotated[Path | None, typer.Option(help="Also write the summary as JSON.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Blend at most this many requests.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Requests per batch.")] = 64,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch intra-op threads.")] = None,
+    on_bad_request: Annotated[
+        OnBadRequest, typer.Option(help="Stop on a bad request, or skip it to the rejects file.")
+    ] = OnBadRequest.error,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Rejects file (default: beside --out).")
+    ] = None,
+) -> None:
+    """Blend a candidate dump with a spec: slates, rejects and a metrics summary."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from blendspec.dump import DumpError
+    from blendspec.lower import MissingLowering
+    from blendspec.run import BadRequestError, run, write_metrics
+
+    try:
+        loaded = _load(spec)
+    except SpecError as error:
+        _report(error, OutputFormat.text)
+        raise typer.Exit(EXIT_FAILED) from None
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if candidates is None:
+        from blendspec.sample import sample_dump
+
+        candidates = sample_dump(loaded.spec, progress=lambda m: _stderr().print(m))
+        _stderr().print(f"no --candidates given: blending the bundled sample {candidates}")
+    console = _stderr()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("blending", total=limit)
+        try:
+            summary = run(
+                loaded,
+                candidates,
+                out,
+                batch_size=batch_size,
+                limit=limit,
+                on_bad_request=on_bad_request.value,
+                rejects=rejects,
+                progress=lambda n: bar.advance(task, n),
+            )
+        except BadRequestError as error:
+            console.print(f"[bold red]error[/bold red]: bad {error}")
+            console.print(
+                "  = help: pass --on-bad-request skip to write such requests to a rejects file"
+            )
+            raise typer.Exit(EXIT_FAILED) from None
+        except DumpError as error:
+            console.print(f"[bold red]error[/bold red]: {error}")
+            raise typer.Exit(EXIT_FAILED) from None
+        except MissingLowering as error:
+            console.print(f"[bold red]error[/bold red]: {error}")
+            raise typer.Exit(EXIT_FAILED) from None
+    if metrics is not None:
+        write_metrics(metrics, summary)
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title="blend run", show_header=True, header_style="bold")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("requests in", f"{summary.requests_in:,}")
+    table.add_row("blended", f"{summary.requests_blended:,}")
+    table.add_row("rejected", f"{summary.requests_rejected:,}")
+    table.add_row("empty slates", f"{summary.empty_slates:,}")
+    table.add_row("slots filled", f"{summary.slots:,}")
+    table.add_row("requests/s", f"{summary.requests_per_second:,.1f}")
+    for name, value in summary.metrics.items():
+        table.add_row(name, f"{value:.4g}")
+    _stdout().print(table)
+    _stdout().print(f"slates → {summary.slates_path}")
+    if summary.rejects_path:
+        _stdout().print(f"rejects → {summary.rejects_path}")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
     path = Path(path)

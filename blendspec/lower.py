@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from blendspec import ops
 from blendspec.graph import Graph, Node
 
 
@@ -141,13 +142,74 @@ class TorchLowering:
 
     # selection ----------------------------------------------------------------
 
+    def visit_normalize(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
+        return ops.normalize_relevance(args[0], args[1], node.attrs["method"])
+
+    def visit_feature_map(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
+        mask, *inputs = args
+        groups: dict[str, list[tuple[Tensor, float]]] = {"cosine": [], "category": [], "prefix": []}
+        for signal, beta, value in zip(
+            node.attrs["signals"], node.attrs["betas"], inputs, strict=True
+        ):
+            groups[signal].append((value, beta))
+        signals = ops.SimilaritySignals(
+            embeddings=tuple(groups["cosine"]),
+            categories=tuple(groups["category"]),
+            semantic_ids=tuple(groups["prefix"]),
+        )
+        return ops.feature_map(signals, mask, bias=node.attrs["bias"])
+
+    # penalties and caps: records the greedy loops consume ---------------------
+
+    def visit_soft_spacing(self, node: Node, args: Sequence[Any], *_: Any) -> ops.SoftSpacing:
+        return ops.SoftSpacing(args[0], node.attrs["window"], node.attrs["coefficient"])
+
+    def visit_semantic_id_penalty(
+        self, node: Node, args: Sequence[Any], *_: Any
+    ) -> ops.SemanticIdPenalty:
+        a = node.attrs
+        return ops.SemanticIdPenalty(args[0], a["window"], a["min_prefix"], a["coefficient"])
+
+    def visit_cap(self, node: Node, args: Sequence[Any], *_: Any) -> ops.CategoryCap:
+        return ops.CategoryCap(args[0], node.attrs["max"], node.attrs["window"])
+
+    # selection ----------------------------------------------------------------
+
     def visit_greedy(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
         relevance, keep, *constraints = args
-        if constraints:
-            raise MissingLowering(
-                "greedy selection under penalties and caps needs the blending operators"
-            )
-        return top_by_relevance(relevance, keep, node.attrs["length"])
+        if not constraints:
+            return top_by_relevance(relevance, keep, node.attrs["length"])
+        selection = ops.greedy_relevance(
+            relevance, keep, _constraints(constraints), slate_length=node.attrs["length"]
+        )
+        return _selection(selection)
+
+    def visit_ssd(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
+        relevance, features, keep, *constraints = args
+        a = node.attrs
+        selection = ops.ssd(
+            relevance, features, keep, _constraints(constraints),
+            slate_length=a["length"], window=a["window"], theta=a["theta"], gamma=a["gamma"],
+            variant=a["variant"], epsilon=a["epsilon"],
+        )  # fmt: skip
+        return _selection(selection)
+
+    def visit_dpp(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
+        relevance, features, keep, *constraints = args
+        a = node.attrs
+        selection = ops.dpp(
+            relevance, features, keep, _constraints(constraints),
+            slate_length=a["length"], alpha=a["alpha"], window=a["window"], epsilon=a["epsilon"],
+        )  # fmt: skip
+        return _selection(selection)
+
+    def visit_mmr(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
+        relevance, features, keep, *constraints = args
+        selection = ops.mmr(
+            relevance, features, keep, _constraints(constraints),
+            slate_length=node.attrs["length"], lam=node.attrs["lam"],
+        )  # fmt: skip
+        return _selection(selection)
 
     def visit_slate(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
         selection, utility, *weights = args
@@ -155,12 +217,36 @@ class TorchLowering:
         picked = torch.gather(utility, 1, indices.clamp(min=0))
         picked = torch.where(indices >= 0, picked, torch.zeros_like(picked))
         applied = torch.stack(weights, dim=1) if weights else torch.zeros((utility.shape[0], 0))
+        batch = indices.shape[0]
         return {
             "indices": indices,
             "scores": selection["scores"],
             "utility": picked,
+            "candidate_utility": utility,
             "weights": applied,
+            "cap_violations": selection.get(
+                "cap_violations", torch.zeros(batch, dtype=torch.int64)
+            ),
+            "early_stops": selection.get("early_stops", torch.zeros(batch, dtype=torch.bool)),
         }
+
+
+def _constraints(records: Sequence[Any]) -> ops.GreedyConstraints:
+    penalties = [r for r in records if isinstance(r, ops.SemanticIdPenalty)]
+    return ops.GreedyConstraints(
+        spacing=tuple(r for r in records if isinstance(r, ops.SoftSpacing)),
+        semantic_id=penalties[0] if penalties else None,
+        caps=tuple(r for r in records if isinstance(r, ops.CategoryCap)),
+    )
+
+
+def _selection(selection: ops.Selection) -> dict[str, Tensor]:
+    return {
+        "indices": selection.indices,
+        "scores": selection.scores,
+        "cap_violations": selection.cap_violations,
+        "early_stops": selection.early_stops,
+    }
 
 
 def masked_zscore(values: Tensor, mask: Tensor) -> Tensor:

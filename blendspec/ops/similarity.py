@@ -1,0 +1,124 @@
+"""The similarity feature map of DESIGN §3.2: one PSD kernel shared by SSD, DPP and MMR.
+
+Every signal becomes a block of coordinates of phi so that <phi_i, phi_j> is the weighted sum of
+the signals; the algorithms only ever see phi. Categorical blocks are one-hot over the request's
+own distinct values, in sorted value order, so a request's coordinates (and therefore its floating
+point results) never depend on the other requests of the batch: other requests can only append
+trailing zero columns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from blendspec.ops._common import dense_ranks, prefix_ranks, sanitize
+
+
+@dataclass(frozen=True)
+class SimilaritySignals:
+    """The declared similarity signals, each paired with its weight beta >= 0.
+
+    embeddings: ``[B, N, D]`` float, compared by cosine (zero vectors are orthogonal to all).
+    categories: ``[B, N]`` int64 ids, contributing ``beta * [same id]``.
+    semantic_ids: ``[B, N, L]`` int64 codes, coarse to fine, contributing ``beta * lcp / L``.
+    """
+
+    embeddings: tuple[tuple[Tensor, float], ...] = ()
+    categories: tuple[tuple[Tensor, float], ...] = ()
+    semantic_ids: tuple[tuple[Tensor, float], ...] = ()
+
+
+def normalize_rows(x: Tensor, mask: Tensor) -> Tensor:
+    """L2-normalise the last dim; zero (and padding) rows stay zero instead of becoming NaN.
+
+    Rows are first divided by their max-abs entry so that the squared norm can neither underflow
+    (tiny embeddings) nor overflow (huge ones) in float32.
+    """
+    x = sanitize(x.to(torch.float32), mask)
+    scale = x.abs().amax(-1, keepdim=True)
+    nonzero = scale > 0
+    y = x / torch.where(nonzero, scale, 1.0)
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    return torch.where(nonzero, y / torch.where(nonzero, norm, 1.0), 0.0)
+
+
+def _packed_one_hot(blocks: list[tuple[Tensor, Tensor, float]], mask: Tensor) -> Tensor:
+    """One-hot of several categorical blocks, packed per request.
+
+    Each request's blocks sit back to back from column 0 at offsets given by its *own* distinct
+    counts, so its non-zero columns never move when other requests widen the batch: they only add
+    trailing zero columns, which leave the matrix-vector products bitwise unchanged.
+    """
+    b, n = mask.shape
+    if not blocks or n == 0:
+        return torch.zeros((b, n, 0), dtype=torch.float32, device=mask.device)
+    offset = torch.zeros((b,), dtype=torch.int64, device=mask.device)
+    cols, vals = [], []
+    for ranks, counts, value in blocks:
+        cols.append(ranks + offset.unsqueeze(1))
+        vals.append(value)
+        offset = offset + counts
+    width = int(offset.max().item())
+    out = torch.zeros((b, n, max(width, 1)), dtype=torch.float32, device=mask.device)
+    for col, value in zip(cols, vals, strict=True):
+        src = torch.where(mask, value, 0.0).to(torch.float32).unsqueeze(-1)
+        out.scatter_(2, col.clamp_max(max(width, 1) - 1).unsqueeze(-1), src)
+    return out[:, :, :width]
+
+
+def _distinct(ranks: Tensor, mask: Tensor) -> Tensor:
+    if ranks.shape[1] == 0:
+        return ranks.new_zeros((ranks.shape[0],))
+    return (ranks * mask).amax(1) + mask.any(1).long()
+
+
+def _check_weight(kind: str, beta: float) -> float:
+    beta = float(beta)
+    if not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"{kind} similarity weight must be finite and >= 0, got {beta}")
+    return beta
+
+
+def feature_map(signals: SimilaritySignals, mask: Tensor, *, bias: bool) -> Tensor:
+    """Build phi ``[B, N, D]`` float32 with <phi_i, phi_j> = sum of the weighted signals.
+
+    Column order: the embedding blocks, the constant 1 (``bias=True``, for SSD, which makes every
+    similarity non-negative), then the one-hot blocks of the semantic-ID prefix levels and the
+    categories, packed per request. Padding rows are all zero. The fixed-width blocks come first
+    and the batch-dependent one-hot width last, so a request's products stay bitwise independent
+    of its batch.
+    """
+    b, n = mask.shape
+    dense: list[Tensor] = []
+    onehot: list[tuple[Tensor, Tensor, float]] = []
+    for emb, beta in signals.embeddings:
+        beta = _check_weight("embedding", beta)
+        if emb.dim() != 3 or tuple(emb.shape[:2]) != (b, n):
+            raise ValueError(f"embedding must be [B, N, D] = [{b}, {n}, D], got {tuple(emb.shape)}")
+        if beta > 0:
+            dense.append(normalize_rows(emb, mask) * math.sqrt(beta))
+    if bias:
+        dense.append(mask.to(torch.float32).unsqueeze(-1))
+    for codes, beta in signals.semantic_ids:
+        beta = _check_weight("semantic_id", beta)
+        if codes.dim() != 3 or tuple(codes.shape[:2]) != (b, n):
+            raise ValueError(f"semantic_id must be [B, N, L], got {tuple(codes.shape)}")
+        levels = codes.shape[2]
+        if beta > 0 and levels > 0:
+            ranks = prefix_ranks(sanitize(codes.long(), mask), mask)
+            value = math.sqrt(beta / levels)
+            for lv in range(levels):
+                onehot.append((ranks[:, lv], _distinct(ranks[:, lv], mask), value))
+    for cats, beta in signals.categories:
+        beta = _check_weight("category", beta)
+        if tuple(cats.shape) != (b, n):
+            raise ValueError(f"category must be [B, N] = [{b}, {n}], got {tuple(cats.shape)}")
+        if beta > 0:
+            ranks, counts = dense_ranks(sanitize(cats.long(), mask), mask)
+            onehot.append((ranks, counts, math.sqrt(beta)))
+    dense.append(_packed_one_hot(onehot, mask))
+    return torch.cat(dense, dim=-1)
