@@ -133,3 +133,88 @@ def test_lint_catches_a_broken_graph() -> None:
     assert graph.lint() == []
     graph.nodes[-1].inputs = (graph.nodes[-1].inputs[1],) + graph.nodes[-1].inputs[1:]
     assert any("must be Selection" in p for p in graph.lint())
+
+
+def _homefeed_batch(sizes: list[int], seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    n = max(sizes)
+    mask = torch.zeros(len(sizes), n, dtype=torch.bool)
+    for row, size in enumerate(sizes):
+        mask[row, :size] = True
+
+    def quantised(*shape: int) -> torch.Tensor:
+        return torch.randint(0, 16, shape, generator=generator).float() / 16
+
+    inputs = {
+        name: quantised(len(sizes), n) for name in ("p_click", "p_save", "p_longclick", "p_hide")
+    }
+    inputs |= {
+        "visual": torch.randn(len(sizes), n, 256, generator=generator),
+        "text": torch.randn(len(sizes), n, 384, generator=generator),
+        "graph": torch.randn(len(sizes), n, 128, generator=generator),
+        "sid": torch.randint(0, 3, (len(sizes), n, 4), generator=generator),
+        "topic": torch.randint(0, 5, (len(sizes), n), generator=generator),
+        "quality_risk": torch.rand(len(sizes), n, generator=generator) < 0.2,
+        "beauty_filter": torch.rand(len(sizes), n, generator=generator) < 0.2,
+        "blocked": torch.rand(len(sizes), n, generator=generator) < 0.05,
+    }
+    return mask, inputs
+
+
+@pytest.mark.parametrize("stem", ["homefeed", "discovery"])
+def test_compiled_example_runs_and_is_batch_invariant(stem: str) -> None:
+    from tests.conftest import SPECS
+
+    loaded = load_text((SPECS / f"{stem}.blend").read_text(), "dsl")
+    blend = BlendModule(compile_graph(loaded))
+    mask, inputs = _homefeed_batch([60, 7, 0, 33], seed=5)
+    together = blend(mask, inputs)
+    assert together["indices"].shape == (4, loaded.spec.slate.length)
+    assert torch.all(together["indices"][2] == -1)
+    for row, size in enumerate([60, 7, 0, 33]):
+        alone = blend(mask[row : row + 1, : max(size, 1)], {
+            k: v[row : row + 1, : max(size, 1)] for k, v in inputs.items()
+        })  # fmt: skip
+        assert torch.equal(alone["indices"][0], together["indices"][row])
+
+
+def test_compiled_ssd_equals_the_operators_called_by_hand() -> None:
+    from blendspec import ops
+    from tests.conftest import SPECS
+
+    loaded = load_text((SPECS / "homefeed.blend").read_text(), "dsl")
+    mask, inputs = _homefeed_batch([40, 25], seed=9)
+    got = BlendModule(compile_graph(loaded))(mask, inputs)
+    utility = (
+        inputs["p_click"]
+        + 0.5 * torch.log1p(inputs["p_save"])
+        + 2 * inputs["p_longclick"].clamp(0, 0.5)
+        - 4 * inputs["p_hide"]
+    )
+    keep = mask & ~inputs["blocked"]
+    order = torch.sort(
+        torch.where(keep, utility, torch.tensor(float("-inf"))), dim=1, descending=True, stable=True
+    )
+    top = torch.zeros_like(keep).scatter_(1, order.indices[:, :300], True) & keep
+    relevance = ops.normalize_relevance(utility, top, "zscore")
+    phi = ops.feature_map(
+        ops.SimilaritySignals(
+            embeddings=((inputs["visual"], 0.5), (inputs["text"], 0.3), (inputs["graph"], 0.2)),
+            categories=((inputs["topic"], 0.1),),
+        ),
+        top,
+        bias=True,
+    )
+    constraints = ops.GreedyConstraints(
+        spacing=(
+            ops.SoftSpacing(inputs["quality_risk"], 8, 1.0),
+            ops.SoftSpacing(inputs["beauty_filter"], 4, 0.5),
+        ),
+        semantic_id=ops.SemanticIdPenalty(inputs["sid"], 5, 2, 0.3),
+        caps=(ops.CategoryCap(inputs["topic"], 3, 10),),
+    )
+    expected = ops.ssd(
+        relevance, phi, top, constraints, slate_length=50, window=10, theta=0.7, gamma=1.0,
+        variant="stabilized", epsilon=1e-6,
+    )  # fmt: skip
+    assert torch.equal(got["indices"], expected.indices)
