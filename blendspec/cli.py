@@ -70,8 +70,14 @@ def validate(
         OutputFormat, typer.Option("--format", help="text or json")
     ] = OutputFormat.text,
     strict: Annotated[bool, typer.Option(help="Treat warnings as failures.")] = False,
+    candidates: Annotated[
+        Path | None, typer.Option(help="Also check this candidate dump against the (one) spec.")
+    ] = None,
 ) -> None:
-    """Parse, type-check and lint specs."""
+    """Parse, type-check and lint specs; with --candidates, check a dump against the spec."""
+    if candidates is not None and len(specs) != 1:
+        _stderr().print("error: --candidates checks a dump against exactly one spec")
+        raise typer.Exit(EXIT_USAGE)
     failed = False
     report: list[dict[str, object]] = []
     console = _stderr()
@@ -105,9 +111,50 @@ def validate(
             count = len(warnings)
             suffix = f" ({count} warning{'s' * (count != 1)})" if count else ""
             console.print(f"[green]ok[/green] {path}{suffix}")
+    if candidates is not None and not failed:
+        dump_ok, dump_json = _validate_dump(_load(specs[0]), candidates, output)
+        report.append(dump_json)
+        failed = not dump_ok
     if output is OutputFormat.json:
         print(json.dumps(report, indent=2))
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _validate_dump(
+    loaded: LoadedSpec, candidates: Path, output: OutputFormat
+) -> tuple[bool, dict[str, object]]:
+    from blendspec.dump import DumpError, validate_dump
+
+    try:
+        report = validate_dump(candidates, loaded.spec)
+    except DumpError as error:
+        _stderr().print(f"[bold red]error[/bold red]: {error}")
+        return False, {"dump": str(candidates), "ok": False, "error": str(error)}
+    if output is OutputFormat.text:
+        out = _stdout()
+        out.print(
+            f"dump {candidates} against {loaded.document.source.name}: "
+            f"{report.requests:,} requests, {report.rows:,} rows"
+        )
+        for check in report.checks:
+            mark = "[green]PASS[/green]" if check.ok else "[bold red]FAIL[/bold red]"
+            line = f"  {mark}  {check.name}"
+            if check.failed_requests:
+                line += f" — {check.failed_requests:,} request{'s' * (check.failed_requests > 1)}"
+            out.print(line)
+            for example in ([check.detail] if check.detail else []) + check.examples:
+                out.print(f"        {example}")
+    return report.ok, {
+        "dump": str(candidates),
+        "ok": report.ok,
+        "requests": report.requests,
+        "rows": report.rows,
+        "checks": [
+            {"name": c.name, "ok": c.ok, "failed_requests": c.failed_requests,
+             "examples": c.examples, "detail": c.detail}
+            for c in report.checks
+        ],
+    }  # fmt: skip
 
 
 @app.command()

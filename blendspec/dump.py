@@ -42,6 +42,7 @@ class BadRequest:
     row: int
     column: str | None
     reason: str
+    check: str = "request"
 
     def __str__(self) -> str:
         where = f", column `{self.column}`" if self.column else ""
@@ -211,25 +212,59 @@ class DumpReader:
         return RequestBatch(request_ids, candidate_ids, offsets, mask, inputs, rejected)
 
     def _check_request(self, table: pa.Table, request_id: str, first_row: int) -> BadRequest | None:
-        def bad(offset: int, column: str | None, reason: str) -> BadRequest:
-            return BadRequest(request_id, first_row + offset, column, reason)
+        problems = self.request_problems(table, request_id, first_row, first_only=True)
+        return problems[0] if problems else None
 
-        if request_id in self._seen:
-            return bad(0, REQUEST_ID, "its rows are not contiguous (the request appeared earlier)")
+    def request_problems(
+        self, table: pa.Table, request_id: str, first_row: int, *, first_only: bool = False
+    ) -> list[BadRequest]:
+        """Everything wrong with one request (or just the first thing), each under its check."""
+        problems: list[BadRequest] = []
+
+        def bad(check: str, offset: int, column: str | None, reason: str) -> bool:
+            problems.append(BadRequest(request_id, first_row + offset, column, reason, check))
+            return first_only
+
+        if request_id in self._seen and bad(
+            CHECK_CONTIGUOUS,
+            0,
+            REQUEST_ID,
+            "its rows are not contiguous (the request appeared earlier)",
+        ):
+            return problems
         candidates = table.column(CANDIDATE_ID).combine_chunks()
         if candidates.null_count:
-            return bad(_first(pc.is_null(candidates)), CANDIDATE_ID, "missing candidate id")
-        counts = pc.value_counts(candidates)
-        if len(counts) != len(candidates):
-            duplicate = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-            at = _first(pc.equal(candidates, pa.scalar(duplicate, candidates.type)))
-            return bad(at, CANDIDATE_ID, f"candidate id `{duplicate}` appears twice")
+            if bad(
+                CHECK_MISSING, _first(pc.is_null(candidates)), CANDIDATE_ID, "missing candidate id"
+            ):
+                return problems
+        else:
+            counts = pc.value_counts(candidates)
+            if len(counts) != len(candidates):
+                duplicate = counts.filter(pc.greater(counts.field("counts"), 1))[0][
+                    "values"
+                ].as_py()
+                at = _first(pc.equal(candidates, pa.scalar(duplicate, candidates.type)))
+                if bad(CHECK_UNIQUE, at, CANDIDATE_ID, f"candidate id `{duplicate}` appears twice"):
+                    return problems
         for name, declared in self.spec.inputs.items():
-            problem = _check_column(table.column(name).combine_chunks(), declared)
-            if problem is not None:
-                offset, reason = problem
-                return bad(offset, name, reason)
-        return None
+            for check, offset, reason in _column_problems(
+                table.column(name).combine_chunks(), declared
+            ):
+                if bad(check, offset, name, reason):
+                    return problems
+        return problems
+
+
+CHECK_TYPES = "columns present with the declared types"
+CHECK_MISSING = "no missing values"
+CHECK_FINITE = "no NaN or Inf"
+CHECK_SIZES = "list sizes match the spec"
+CHECK_FEATURES = "request features constant within a request"
+CHECK_CONTIGUOUS = "rows of a request contiguous"
+CHECK_UNIQUE = "candidate ids unique within a request"
+CHECKS = (CHECK_TYPES, CHECK_MISSING, CHECK_FINITE, CHECK_SIZES, CHECK_FEATURES, CHECK_CONTIGUOUS,
+          CHECK_UNIQUE)  # fmt: skip
 
 
 def _first(flags: pa.Array) -> int:
@@ -240,10 +275,11 @@ def _type_error(declared: Input, array: pa.Array) -> str:
     return f"declared `{declared}` but the dump holds {array.type}"
 
 
-def _check_column(array: pa.Array, declared: Input) -> tuple[int, str] | None:
-    """The first row of one request's column that the spec cannot use, and why."""
+def _column_problems(array: pa.Array, declared: Input) -> Iterator[tuple[str, int, str]]:
+    """Rows of one request's column that the spec cannot use: (check, row offset, reason)."""
     if array.null_count:
-        return _first(pc.is_null(array)), "missing value"
+        yield CHECK_MISSING, _first(pc.is_null(array)), "missing value"
+        return
     kind = declared.kind
     if kind == "score":
         if not (pa.types.is_floating(array.type) or pa.types.is_integer(array.type)):
@@ -251,43 +287,100 @@ def _check_column(array: pa.Array, declared: Input) -> tuple[int, str] | None:
         values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
         bad = ~np.isfinite(values)
         if bad.any():
-            return int(np.argmax(bad)), f"score is {values[bad][0]}"
-        return None
+            yield CHECK_FINITE, int(np.argmax(bad)), f"score is {values[bad][0]}"
+        return
     if kind == "flag":
         if not pa.types.is_boolean(array.type):
             raise DumpError(_type_error(declared, array))
-        return None
+        return
     if kind == "category":
         if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
                 or pa.types.is_integer(array.type) or pa.types.is_dictionary(array.type)):  # fmt: skip
             raise DumpError(_type_error(declared, array))
-        return None
-    # embedding, semantic_id, features: lists of declared size
+        return
+    # embedding, semantic_id, features: lists of the declared size
     if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
             or pa.types.is_fixed_size_list(array.type)):  # fmt: skip
+        raise DumpError(_type_error(declared, array))
+    values = array.flatten()
+    if kind == "semantic_id" and not pa.types.is_integer(values.type):
+        raise DumpError(_type_error(declared, array))
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
         raise DumpError(_type_error(declared, array))
     lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
     wrong = lengths != declared.size
     if wrong.any():
         at = int(np.argmax(wrong))
-        return at, f"has {lengths[at]} values, the spec declares `{declared}`"
-    values = array.flatten()
+        yield CHECK_SIZES, at, f"has {lengths[at]} values, the spec declares `{declared}`"
+        return
     if values.null_count:
-        return _first(pc.is_null(values)) // (declared.size or 1), "missing value inside the list"
-    numbers = values.to_numpy(zero_copy_only=False).reshape(len(array), -1)
+        yield (
+            CHECK_MISSING,
+            _first(pc.is_null(values)) // (declared.size or 1),
+            "missing value in the list",
+        )
+        return
     if kind == "semantic_id":
-        if not pa.types.is_integer(values.type):
-            raise DumpError(_type_error(declared, array))
-        return None
-    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise DumpError(_type_error(declared, array))
+        return
+    numbers = values.to_numpy(zero_copy_only=False).reshape(len(array), -1)
     finite = np.isfinite(numbers).all(axis=1)
     if not finite.all():
-        return int(np.argmin(finite)), "holds NaN or Inf"
-    if kind == "features" and not (numbers == numbers[0]).all():
-        at = int(np.argmin((numbers == numbers[0]).all(axis=1)))
-        return at, "request features differ between rows of one request"
-    return None
+        yield CHECK_FINITE, int(np.argmin(finite)), "holds NaN or Inf"
+        return
+    same = (numbers == numbers[0]).all(axis=1)
+    if kind == "features" and not same.all():
+        yield (
+            CHECK_FEATURES,
+            int(np.argmin(same)),
+            "request features differ between rows of one request",
+        )
+
+
+@dataclass
+class CheckResult:
+    """One line of `blend validate --candidates`: a check, how many requests failed it, examples."""
+
+    name: str
+    failed_requests: int = 0
+    examples: list[str] = field(default_factory=list)
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_requests == 0 and self.detail is None
+
+
+@dataclass
+class DumpReport:
+    requests: int
+    rows: int
+    checks: list[CheckResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def validate_dump(path: Path, spec: Spec, *, examples: int = 3) -> DumpReport:
+    """Every check over every request of the dump, for `blend validate --candidates`."""
+    results = {name: CheckResult(name) for name in CHECKS}
+    reader = DumpReader(path, spec)
+    requests = 0
+    try:
+        for table, first_row in reader.requests():
+            requests += 1
+            request_id = str(table.column(REQUEST_ID)[0].as_py())
+            problems = reader.request_problems(table, request_id, first_row)
+            reader._seen.add(request_id)
+            for check in {p.check for p in problems}:
+                result = results[check]
+                result.failed_requests += 1
+                if len(result.examples) < examples:
+                    first = next(p for p in problems if p.check == check)
+                    result.examples.append(str(first))
+    except DumpError as error:
+        results[CHECK_TYPES].detail = str(error)
+    return DumpReport(requests, reader.rows_read, list(results.values()))
 
 
 def _tensor(

@@ -274,3 +274,26 @@ def test_cli_run_summary_and_exit_codes(tmp_path: Path) -> None:
     )
     assert limited.exit_code == 0
     assert len(read_slates(out)) == 3
+
+
+def test_validate_candidates_reports_each_check_with_counts(tmp_path: Path) -> None:
+    spec = tmp_path / "small.blend"
+    spec.write_text(SPEC)
+    rows = make_rows(requests=12)
+    runner = CliRunner()
+    good = write_jsonl(rows, tmp_path / "good.jsonl")
+    ok = runner.invoke(app, ["validate", str(spec), "--candidates", str(good)])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.count("PASS") == 7
+    _break(rows, "nan")
+    _break(rows, "not_contiguous")
+    bad = write_jsonl(rows, tmp_path / "bad.jsonl")
+    result = runner.invoke(
+        app, ["validate", str(spec), "--candidates", str(bad), "--format", "json"]
+    )
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)[-1]["checks"]}
+    assert checks["no NaN or Inf"]["failed_requests"] == 1
+    assert "request `r2`" in checks["no NaN or Inf"]["examples"][0]
+    assert checks["rows of a request contiguous"]["failed_requests"] == 1
+    assert checks["candidate ids unique within a request"]["ok"]
