@@ -285,8 +285,8 @@ def test_validate_candidates_reports_each_check_with_counts(tmp_path: Path) -> N
     ok = runner.invoke(app, ["validate", str(spec), "--candidates", str(good)])
     assert ok.exit_code == 0, ok.output
     assert ok.output.count("PASS") == 7
-    _break(rows, "nan")
     _break(rows, "not_contiguous")
+    _break(rows, "nan")
     bad = write_jsonl(rows, tmp_path / "bad.jsonl")
     result = runner.invoke(
         app, ["validate", str(spec), "--candidates", str(bad), "--format", "json"]
