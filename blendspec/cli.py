@@ -239,6 +239,11 @@ def schema() -> None:
     sys.stdout.write(json.dumps(spec_json_schema(), indent=2) + "\n")
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 class OnBadRequest(StrEnum):
     error = "error"
     skip = "skip"
@@ -265,6 +270,10 @@ def run_command(
     rejects: Annotated[
         Path | None, typer.Option(help="Rejects file (default: beside --out).")
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(help="local, or ray to blend a folder of Parquet shards with Ray Data."),
+    ] = Engine.local,
 ) -> None:
     """Blend a candidate dump with a spec: slates, rejects and a metrics summary."""
     import torch
@@ -307,6 +316,7 @@ def run_command(
                 on_bad_request=on_bad_request.value,
                 rejects=rejects,
                 progress=lambda n: bar.advance(task, n),
+                engine=engine.value,
             )
         except BadRequestError as error:
             console.print(f"[bold red]error[/bold red]: bad {error}")
@@ -320,12 +330,22 @@ def run_command(
         except MissingLowering as error:
             console.print(f"[bold red]error[/bold red]: {error}")
             raise typer.Exit(EXIT_FAILED) from None
+        except ValueError as error:
+            console.print(f"[bold red]error[/bold red]: {error}")
+            raise typer.Exit(EXIT_USAGE) from None
+        except ModuleNotFoundError as error:
+            console.print(
+                f"[bold red]error[/bold red]: {error.name} is not installed "
+                "(pip install 'blendspec[ray]')"
+            )
+            raise typer.Exit(EXIT_USAGE) from None
     if metrics is not None:
         write_metrics(metrics, summary)
     _print_summary(summary)
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="blend run", show_header=True, header_style="bold")
@@ -338,7 +358,7 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     table.add_row("slots filled", f"{summary.slots:,}")
     table.add_row("requests/s", f"{summary.requests_per_second:,.1f}")
     for name, value in summary.metrics.items():
-        table.add_row(name, f"{value:.4g}")
+        table.add_row(escape(name), f"{value:.4g}")
     _stdout().print(table)
     _stdout().print(f"slates → {summary.slates_path}")
     if summary.rejects_path:

@@ -207,6 +207,89 @@ def _per_slot(values: np.ndarray, valid: np.ndarray, empty: np.ndarray) -> pa.Ar
     return pa.array(rows, pa.float32())
 
 
+@dataclass
+class Tally:
+    """What blending one source (a dump, or one shard of it) adds up to; tallies merge."""
+
+    requests_in: int = 0
+    requests_blended: int = 0
+    empty_slates: int = 0
+    slots: int = 0
+    rejects: list[BadRequest] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: Tally) -> None:
+        self.requests_in += other.requests_in
+        self.requests_blended += other.requests_blended
+        self.empty_slates += other.empty_slates
+        self.slots += other.slots
+        self.rejects += other.rejects
+        for name, value in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + other.counts[name]
+
+    def summary(self, seconds: float) -> RunSummary:
+        return RunSummary(
+            requests_in=self.requests_in,
+            requests_blended=self.requests_blended,
+            requests_rejected=len(self.rejects),
+            empty_slates=self.empty_slates,
+            slots=self.slots,
+            seconds=seconds,
+            metrics={n: self.sums[n] / self.counts[n] for n in self.sums if self.counts[n]},
+        )
+
+
+def blend_source(
+    runner: Runner,
+    reader: DumpReader,
+    *,
+    batch_size: int,
+    limit: int | None,
+    on_bad_request: BadRequestPolicy,
+    emit: Callable[[pa.Table], None],
+    progress: Callable[[int], None] | None = None,
+) -> Tally:
+    """Blend every request a reader yields, handing each batch's slate rows to `emit`."""
+    tally = Tally()
+    for batch in reader.batches(batch_size, limit):
+        tally.requests_in += batch.size + len(batch.rejected)
+        if batch.rejected:
+            if on_bad_request == "error":
+                raise BadRequestError(batch.rejected[0])
+            tally.rejects += batch.rejected
+        if batch.size:
+            result = runner.blend(batch)
+            emit(runner.slate_table(batch, result))
+            tally.requests_blended += batch.size
+            valid = (result["indices"] >= 0).sum(dim=1)
+            tally.empty_slates += int((valid == 0).sum())
+            tally.slots += int(valid.sum())
+            for name, values in runner.metrics(batch, result).items():
+                finite = values[torch.isfinite(values.double())].double()
+                tally.sums[name] = tally.sums.get(name, 0.0) + float(finite.sum())
+                tally.counts[name] = tally.counts.get(name, 0) + int(finite.numel())
+        if progress is not None:
+            progress(batch.size + len(batch.rejected))
+    return tally
+
+
+def rejects_table(rejects: list[BadRequest]) -> pa.Table:
+    return pa.table(
+        {
+            "request_id": [r.request_id for r in rejects],
+            "row": [r.row for r in rejects],
+            "column": [r.column for r in rejects],
+            "reason": [r.reason for r in rejects],
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+Engine = Literal["local", "ray"]
+
+
 def run(
     loaded: LoadedSpec,
     candidates: Path,
@@ -217,60 +300,36 @@ def run(
     on_bad_request: BadRequestPolicy = "error",
     rejects: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    engine: Engine = "local",
 ) -> RunSummary:
     """Blend every request of `candidates` into `out`; see the module docstring for guarantees."""
-    runner = Runner(loaded)
-    reader = DumpReader(candidates, loaded.spec)
-    summary = RunSummary()
     started = time.perf_counter()
     rejects_path = rejects or out.with_name(out.stem + ".rejects.parquet")
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    runner = Runner(loaded)
     with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:
         writer = pq.ParquetWriter(slates_tmp, _slate_schema(runner.weight_names))
-        reject_rows: list[BadRequest] = []
         try:
-            for batch in reader.batches(batch_size, limit):
-                summary.requests_in += batch.size + len(batch.rejected)
-                if batch.rejected:
-                    if on_bad_request == "error":
-                        raise BadRequestError(batch.rejected[0])
-                    reject_rows += batch.rejected
-                    summary.requests_rejected += len(batch.rejected)
-                if batch.size:
-                    result = runner.blend(batch)
-                    table = runner.slate_table(batch, result)
-                    writer.write_table(table)
-                    summary.requests_blended += batch.size
-                    valid = (result["indices"] >= 0).sum(dim=1)
-                    summary.empty_slates += int((valid == 0).sum())
-                    summary.slots += int(valid.sum())
-                    for name, values in runner.metrics(batch, result).items():
-                        finite = values[torch.isfinite(values.double())]
-                        sums[name] = sums.get(name, 0.0) + float(finite.double().sum())
-                        counts[name] = counts.get(name, 0) + int(finite.numel())
-                if progress is not None:
-                    progress(batch.size + len(batch.rejected))
+            if engine == "ray":
+                from blendspec.ray_engine import blend_with_ray
+
+                tally = blend_with_ray(
+                    loaded, candidates, batch_size=batch_size, limit=limit,
+                    on_bad_request=on_bad_request, emit=writer.write_table, progress=progress,
+                )  # fmt: skip
+            else:
+                tally = blend_source(
+                    runner, DumpReader(candidates, loaded.spec), batch_size=batch_size,
+                    limit=limit, on_bad_request=on_bad_request, emit=writer.write_table,
+                    progress=progress,
+                )  # fmt: skip
         finally:
             writer.close()
-        pq.write_table(
-            pa.table(
-                {
-                    "request_id": [r.request_id for r in reject_rows],
-                    "row": [r.row for r in reject_rows],
-                    "column": [r.column for r in reject_rows],
-                    "reason": [r.reason for r in reject_rows],
-                },
-                schema=REJECT_SCHEMA,
-            ),
-            rejects_tmp,
-        )
-    if not reject_rows:
+        pq.write_table(rejects_table(tally.rejects), rejects_tmp)
+    if not tally.rejects:
         Path(rejects_path).unlink(missing_ok=True)
-    summary.seconds = time.perf_counter() - started
-    summary.metrics = {name: sums[name] / counts[name] for name in sums if counts[name]}
+    summary = tally.summary(time.perf_counter() - started)
     summary.slates_path = str(out)
-    summary.rejects_path = str(rejects_path) if reject_rows else None
+    summary.rejects_path = str(rejects_path) if tally.rejects else None
     return summary
 
 
