@@ -7,7 +7,6 @@ import difflib
 import json
 import os
 import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -274,6 +273,9 @@ def run_command(
         Engine,
         typer.Option(help="local, or ray to blend a folder of Parquet shards with Ray Data."),
     ] = Engine.local,
+    report: Annotated[
+        Path | None, typer.Option(help="Write a self-contained HTML report with plots.")
+    ] = None,
 ) -> None:
     """Blend a candidate dump with a spec: slates, rejects and a metrics summary."""
     import torch
@@ -317,6 +319,7 @@ def run_command(
                 rejects=rejects,
                 progress=lambda n: bar.advance(task, n),
                 engine=engine.value,
+                report=report,
             )
         except BadRequestError as error:
             console.print(f"[bold red]error[/bold red]: bad {error}")
@@ -342,6 +345,8 @@ def run_command(
     if metrics is not None:
         write_metrics(metrics, summary)
     _print_summary(summary)
+    if report is not None:
+        _stdout().print(f"report → {report}")
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
@@ -367,15 +372,10 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from blendspec.run import atomic_path
+
+    with atomic_path(Path(path)) as temporary:
+        temporary.write_text(text, encoding="utf-8", newline="")
 
 
 def main() -> None:

@@ -80,11 +80,21 @@ def atomic_path(target: Path) -> Iterator[Path]:
         prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
     )
     os.close(handle)
+    os.chmod(temporary, _default_mode(target))
     try:
         yield Path(temporary)
         os.replace(temporary, target)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def _default_mode(target: Path) -> int:
+    """Keep an existing file's mode; a new file gets what the umask allows (mkstemp says 0600)."""
+    if target.exists():
+        return target.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _slate_schema(weight_names: tuple[str, ...]) -> pa.Schema:
@@ -250,6 +260,8 @@ def blend_source(
     on_bad_request: BadRequestPolicy,
     emit: Callable[[pa.Table], None],
     progress: Callable[[int], None] | None = None,
+    observe: Callable[[RequestBatch, dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
+    | None = None,
 ) -> Tally:
     """Blend every request a reader yields, handing each batch's slate rows to `emit`."""
     tally = Tally()
@@ -266,7 +278,10 @@ def blend_source(
             valid = (result["indices"] >= 0).sum(dim=1)
             tally.empty_slates += int((valid == 0).sum())
             tally.slots += int(valid.sum())
-            for name, values in runner.metrics(batch, result).items():
+            metrics = runner.metrics(batch, result)
+            if observe is not None:
+                observe(batch, result, metrics)
+            for name, values in metrics.items():
                 finite = values[torch.isfinite(values.double())].double()
                 tally.sums[name] = tally.sums.get(name, 0.0) + float(finite.sum())
                 tally.counts[name] = tally.counts.get(name, 0) + int(finite.numel())
@@ -301,11 +316,15 @@ def run(
     rejects: Path | None = None,
     progress: Callable[[int], None] | None = None,
     engine: Engine = "local",
+    report: Path | None = None,
 ) -> RunSummary:
     """Blend every request of `candidates` into `out`; see the module docstring for guarantees."""
+    if report is not None and engine != "local":
+        raise ValueError("--report is only supported by the local engine")
     started = time.perf_counter()
     rejects_path = rejects or out.with_name(out.stem + ".rejects.parquet")
     runner = Runner(loaded)
+    collector = None
     with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:
         writer = pq.ParquetWriter(slates_tmp, _slate_schema(runner.weight_names))
         try:
@@ -317,10 +336,12 @@ def run(
                     on_bad_request=on_bad_request, emit=writer.write_table, progress=progress,
                 )  # fmt: skip
             else:
+                if report is not None:
+                    collector = _collector(loaded)
                 tally = blend_source(
                     runner, DumpReader(candidates, loaded.spec), batch_size=batch_size,
                     limit=limit, on_bad_request=on_bad_request, emit=writer.write_table,
-                    progress=progress,
+                    progress=progress, observe=collector.add if collector else None,
                 )  # fmt: skip
         finally:
             writer.close()
@@ -330,7 +351,24 @@ def run(
     summary = tally.summary(time.perf_counter() - started)
     summary.slates_path = str(out)
     summary.rejects_path = str(rejects_path) if tally.rejects else None
+    if report is not None and collector is not None:
+        from blendspec.report import render_report
+
+        with atomic_path(report) as temporary:
+            temporary.write_text(render_report(loaded.spec.name, summary.to_json(), collector))
     return summary
+
+
+def _collector(loaded: LoadedSpec):  # type: ignore[no-untyped-def]
+    from blendspec.forms import split_similarity
+    from blendspec.report import ReportCollector
+
+    spec = loaded.spec
+    embedding = next((n for n, i in spec.inputs.items() if i.kind == "embedding"), None)
+    if isinstance(spec.diversity, Ssd | Dpp | Mmr):
+        signals, _ = split_similarity(spec.diversity.similarity, ())
+        embedding = next((s.input for s in signals if s.signal == "cosine"), embedding)
+    return ReportCollector(spec.slate.length, tuple(spec.spacing), embedding)
 
 
 def write_metrics(path: Path, summary: RunSummary) -> None:

@@ -297,3 +297,20 @@ def test_validate_candidates_reports_each_check_with_counts(tmp_path: Path) -> N
     assert "request `r2`" in checks["no NaN or Inf"]["examples"][0]
     assert checks["rows of a request contiguous"]["failed_requests"] == 1
     assert checks["candidate ids unique within a request"]["ok"]
+
+
+def test_html_report_is_self_contained(tmp_path: Path) -> None:
+    spec_text = SPEC.replace(
+        "filter blocked", "filter blocked\nspacing blocked {window = 2, coefficient = 1}"
+    )
+    spec_text = spec_text.replace("diversity none", "diversity mmr {similarity = cosine(visual)}")
+    loaded_spec = load_text(spec_text, "dsl", "small.blend")
+    rows = make_rows(requests=12)
+    dump = write_parquet(rows, tmp_path / "dump.parquet")
+    report = tmp_path / "report.html"
+    run(loaded_spec, dump, tmp_path / "slates.parquet", report=report)
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and page.count("<svg") >= 4
+    assert "Mean utility by slate position" in page and "Gaps between consecutive" in page
+    assert "<script" not in page and "src=" not in page, "no scripts, no external resources"
+    assert (report.stat().st_mode & 0o777) != 0o600, "a report is readable like any other output"
