@@ -11,7 +11,7 @@ either raises or writes to the rejects file — never dropped silently.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,82 +178,140 @@ class DumpReader:
     # ------------------------------------------------------------------ building a batch
 
     def _build(self, requests: list[tuple[pa.Table, int]]) -> RequestBatch:
-        rejected: list[BadRequest] = []
-        good: list[tuple[pa.Table, int]] = []
-        for table, first_row in requests:
-            request_id = str(table.column(REQUEST_ID)[0].as_py())
-            problem = self._check_request(table, request_id, first_row)
-            if problem is None:
+        group = _Group.of(requests)
+        first: dict[int, BadRequest] = {}
+        for index, problem in self.problems(group):
+            first.setdefault(index, problem)
+        for index, request_id in enumerate(group.request_ids):
+            if index not in first:
                 self._seen.add(request_id)
-                good.append((table, first_row))
-            else:
-                rejected.append(problem)
-        sizes = np.array([t.num_rows for t, _ in good], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(sizes)))
-        width = int(sizes.max()) if len(sizes) else 0
-        batch = len(good)
-        mask = torch.zeros((batch, width), dtype=torch.bool)
-        if batch:
-            positions = np.arange(offsets[-1]) - np.repeat(offsets[:-1], sizes)
-            owners = np.repeat(np.arange(batch), sizes)
-            mask[torch.from_numpy(owners), torch.from_numpy(positions)] = True
-            table = pa.concat_tables([t for t, _ in good], promote_options="permissive")
-        else:
-            positions = owners = np.zeros(0, dtype=np.int64)
-            table = None
-        inputs: dict[str, Tensor] = {}
-        for name, declared in self.spec.inputs.items():
-            column = table.column(name).combine_chunks() if table is not None else None
-            inputs[name] = _tensor(column, declared, batch, width, owners, positions, offsets)
-        candidate_ids = (
-            table.column(CANDIDATE_ID).combine_chunks() if table is not None else pa.array([])
+        if first:
+            group = _Group.of([r for i, r in enumerate(requests) if i not in first])
+        inputs = {
+            name: _tensor(group.column(name) if group.size else None, declared, group)
+            for name, declared in self.spec.inputs.items()
+        }
+        mask = torch.zeros((group.size, group.width), dtype=torch.bool)
+        for request, size in enumerate(group.sizes):
+            mask[request, :size] = True
+        return RequestBatch(
+            group.request_ids,
+            group.column(CANDIDATE_ID) if group.size else pa.array([], pa.string()),
+            group.offsets,
+            mask,
+            inputs,
+            [first[i] for i in sorted(first)],
         )
-        request_ids = [str(t.column(REQUEST_ID)[0].as_py()) for t, _ in good]
-        return RequestBatch(request_ids, candidate_ids, offsets, mask, inputs, rejected)
 
-    def _check_request(self, table: pa.Table, request_id: str, first_row: int) -> BadRequest | None:
-        problems = self.request_problems(table, request_id, first_row, first_only=True)
-        return problems[0] if problems else None
+    def problems(self, group: _Group) -> list[tuple[int, BadRequest]]:
+        """Every failed check of every request in a group (the first bad row of each), in check
+        order, computed over the whole group at once; each with the request's index in the group."""
+        found: list[tuple[int, BadRequest]] = []
 
-    def request_problems(
-        self, table: pa.Table, request_id: str, first_row: int, *, first_only: bool = False
-    ) -> list[BadRequest]:
-        """Everything wrong with one request (or just the first thing), each under its check."""
-        problems: list[BadRequest] = []
+        def report(check: str, column: str | None, bad_rows: np.ndarray, reason) -> None:  # type: ignore[no-untyped-def]
+            if not len(bad_rows):
+                return
+            owners = group.owners[bad_rows]
+            firsts = np.unique(owners, return_index=True)[1]
+            for row in bad_rows[firsts]:
+                request = int(group.owners[row])
+                found.append(
+                    (
+                        request,
+                        BadRequest(
+                            group.request_ids[request],
+                            group.first_rows[request] + int(row - group.offsets[request]),
+                            column,
+                            reason(int(row)),
+                            check,
+                        ),
+                    )
+                )
 
-        def bad(check: str, offset: int, column: str | None, reason: str) -> bool:
-            problems.append(BadRequest(request_id, first_row + offset, column, reason, check))
-            return first_only
+        earlier: set[str] = set()
+        seen = np.zeros(group.size, dtype=bool)
+        for index, request_id in enumerate(group.request_ids):
+            seen[index] = request_id in self._seen or request_id in earlier
+            earlier.add(request_id)
+        report(
+            CHECK_CONTIGUOUS, REQUEST_ID, group.offsets[:-1][seen],
+            lambda _: "its rows are not contiguous (the request appeared earlier)",
+        )  # fmt: skip
+        if group.size:
+            candidates = group.column(CANDIDATE_ID)
+            nulls = _null_rows(candidates)
+            report(CHECK_MISSING, CANDIDATE_ID, nulls, lambda _: "missing candidate id")
+            report(
+                CHECK_UNIQUE, CANDIDATE_ID, _duplicate_rows(candidates, group.owners),
+                lambda row: f"candidate id `{candidates[row].as_py()}` appears twice",
+            )  # fmt: skip
+            for name, declared in self.spec.inputs.items():
+                for check, rows, reason in _column_problems(group.column(name), declared, group):
+                    report(check, name, rows, reason)
+        order = {check: i for i, check in enumerate(CHECKS)}
+        found.sort(key=lambda found: (found[0], order[found[1].check]))
+        return found
 
-        if request_id in self._seen and bad(
-            CHECK_CONTIGUOUS,
-            0,
-            REQUEST_ID,
-            "its rows are not contiguous (the request appeared earlier)",
-        ):
-            return problems
-        candidates = table.column(CANDIDATE_ID).combine_chunks()
-        if candidates.null_count:
-            if bad(
-                CHECK_MISSING, _first(pc.is_null(candidates)), CANDIDATE_ID, "missing candidate id"
-            ):
-                return problems
-        else:
-            counts = pc.value_counts(candidates)
-            if len(counts) != len(candidates):
-                duplicate = counts.filter(pc.greater(counts.field("counts"), 1))[0][
-                    "values"
-                ].as_py()
-                at = _first(pc.equal(candidates, pa.scalar(duplicate, candidates.type)))
-                if bad(CHECK_UNIQUE, at, CANDIDATE_ID, f"candidate id `{duplicate}` appears twice"):
-                    return problems
-        for name, declared in self.spec.inputs.items():
-            for check, offset, reason in _column_problems(
-                table.column(name).combine_chunks(), declared
-            ):
-                if bad(check, offset, name, reason):
-                    return problems
-        return problems
+
+@dataclass
+class _Group:
+    """Consecutive whole requests as one table, with where each request's rows start."""
+
+    table: pa.Table | None
+    request_ids: list[str]
+    first_rows: list[int]
+    sizes: np.ndarray
+    offsets: np.ndarray
+    owners: np.ndarray
+    _columns: dict[str, pa.Array] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, requests: list[tuple[pa.Table, int]]) -> _Group:
+        sizes = np.array([t.num_rows for t, _ in requests], dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        table = (
+            pa.concat_tables([t for t, _ in requests], promote_options="permissive")
+            if requests
+            else None
+        )
+        return cls(
+            table,
+            [str(t.column(REQUEST_ID)[0].as_py()) for t, _ in requests],
+            [row for _, row in requests],
+            sizes,
+            offsets,
+            np.repeat(np.arange(len(requests)), sizes),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def width(self) -> int:
+        return int(self.sizes.max()) if self.size else 0
+
+    def column(self, name: str) -> pa.Array:
+        if name not in self._columns:
+            assert self.table is not None
+            self._columns[name] = self.table.column(name).combine_chunks()
+        return self._columns[name]
+
+
+def _null_rows(array: pa.Array) -> np.ndarray:
+    if not array.null_count:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))
+
+
+def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
+    """Rows whose candidate id repeats within their request (both rows of each pair)."""
+    indices = pc.dictionary_encode(candidates).indices.fill_null(-1)
+    codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = owners.astype(np.int64) * (int(codes.max(initial=0)) + 2) + codes
+    order = np.argsort(keys, kind="stable")
+    same = keys[order][1:] == keys[order][:-1]
+    return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
 
 
 CHECK_TYPES = "columns present with the declared types"
@@ -267,27 +325,26 @@ CHECKS = (CHECK_TYPES, CHECK_MISSING, CHECK_FINITE, CHECK_SIZES, CHECK_FEATURES,
           CHECK_UNIQUE)  # fmt: skip
 
 
-def _first(flags: pa.Array) -> int:
-    return int(pc.index(flags, True).as_py())
-
-
 def _type_error(declared: Input, array: pa.Array) -> str:
     return f"declared `{declared}` but the dump holds {array.type}"
 
 
-def _column_problems(array: pa.Array, declared: Input) -> Iterator[tuple[str, int, str]]:
-    """Rows of one request's column that the spec cannot use: (check, row offset, reason)."""
-    if array.null_count:
-        yield CHECK_MISSING, _first(pc.is_null(array)), "missing value"
-        return
+def _column_problems(
+    array: pa.Array, declared: Input, group: _Group
+) -> Iterator[tuple[str, np.ndarray, Callable[[int], str]]]:
+    """Rows of one column that the spec cannot use: (check, bad rows, reason for a row)."""
+    nulls = _null_rows(array)
+    yield CHECK_MISSING, nulls, lambda _: "missing value"
     kind = declared.kind
     if kind == "score":
         if not (pa.types.is_floating(array.type) or pa.types.is_integer(array.type)):
             raise DumpError(_type_error(declared, array))
-        values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            yield CHECK_FINITE, int(np.argmax(bad)), f"score is {values[bad][0]}"
+        values = array.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
+        yield (
+            CHECK_FINITE,
+            np.flatnonzero(~np.isfinite(values)),
+            lambda row: f"score is {values[row]}",
+        )
         return
     if kind == "flag":
         if not pa.types.is_boolean(array.type):
@@ -307,33 +364,31 @@ def _column_problems(array: pa.Array, declared: Input) -> Iterator[tuple[str, in
         raise DumpError(_type_error(declared, array))
     if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
         raise DumpError(_type_error(declared, array))
-    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
-    wrong = lengths != declared.size
-    if wrong.any():
-        at = int(np.argmax(wrong))
-        yield CHECK_SIZES, at, f"has {lengths[at]} values, the spec declares `{declared}`"
-        return
+    size = declared.size or 0
+    lengths = pc.list_value_length(array).fill_null(size).to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(lengths != size)
+    yield (
+        CHECK_SIZES, wrong,
+        lambda row: f"has {lengths[row]} values, the spec declares `{declared}`",
+    )  # fmt: skip
+    if len(wrong) or len(nulls):
+        return  # the rows cannot be laid out as a matrix; the request is rejected already
     if values.null_count:
-        yield (
-            CHECK_MISSING,
-            _first(pc.is_null(values)) // (declared.size or 1),
-            "missing value in the list",
-        )
+        inner = np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False)) // max(size, 1)
+        yield CHECK_MISSING, np.unique(inner), lambda _: "missing value in the list"
         return
     if kind == "semantic_id":
         return
-    numbers = values.to_numpy(zero_copy_only=False).reshape(len(array), -1)
+    numbers = values.to_numpy(zero_copy_only=False).reshape(len(array), size)
     finite = np.isfinite(numbers).all(axis=1)
-    if not finite.all():
-        yield CHECK_FINITE, int(np.argmin(finite)), "holds NaN or Inf"
-        return
-    same = (numbers == numbers[0]).all(axis=1)
-    if kind == "features" and not same.all():
+    yield CHECK_FINITE, np.flatnonzero(~finite), lambda _: "holds NaN or Inf"
+    if kind == "features":
+        firsts = numbers[group.offsets[:-1]][group.owners]
+        same = ((numbers == firsts) | ~finite[:, None]).all(axis=1)
         yield (
-            CHECK_FEATURES,
-            int(np.argmin(same)),
-            "request features differ between rows of one request",
-        )
+            CHECK_FEATURES, np.flatnonzero(~same),
+            lambda _: "request features differ between rows of one request",
+        )  # fmt: skip
 
 
 @dataclass
@@ -361,66 +416,85 @@ class DumpReport:
         return all(c.ok for c in self.checks)
 
 
-def validate_dump(path: Path, spec: Spec, *, examples: int = 3) -> DumpReport:
+def validate_dump(
+    path: Path, spec: Spec, *, examples: int = 3, group_size: int = 256
+) -> DumpReport:
     """Every check over every request of the dump, for `blend validate --candidates`."""
     results = {name: CheckResult(name) for name in CHECKS}
     reader = DumpReader(path, spec)
     requests = 0
+
+    def check(pending: list[tuple[pa.Table, int]]) -> None:
+        group = _Group.of(pending)
+        problems = reader.problems(group)
+        reader._seen.update(group.request_ids)
+        counted: set[tuple[str, str]] = set()
+        for index, problem in problems:
+            key = (str(index), problem.check)
+            if key in counted:
+                continue
+            counted.add(key)
+            result = results[problem.check]
+            result.failed_requests += 1
+            if len(result.examples) < examples:
+                result.examples.append(str(problem))
+
     try:
-        for table, first_row in reader.requests():
+        pending: list[tuple[pa.Table, int]] = []
+        for request in reader.requests():
             requests += 1
-            request_id = str(table.column(REQUEST_ID)[0].as_py())
-            problems = reader.request_problems(table, request_id, first_row)
-            reader._seen.add(request_id)
-            for check in {p.check for p in problems}:
-                result = results[check]
-                result.failed_requests += 1
-                if len(result.examples) < examples:
-                    first = next(p for p in problems if p.check == check)
-                    result.examples.append(str(first))
+            pending.append(request)
+            if len(pending) >= group_size:
+                check(pending)
+                pending = []
+        if pending:
+            check(pending)
     except DumpError as error:
         results[CHECK_TYPES].detail = str(error)
     return DumpReport(requests, reader.rows_read, list(results.values()))
 
 
-def _tensor(
-    column: pa.Array | None,
-    declared: Input,
-    batch: int,
-    width: int,
-    owners: np.ndarray,
-    positions: np.ndarray,
-    offsets: np.ndarray,
-) -> Tensor:
-    kind = declared.kind
-    size = declared.size or 0
+def _tensor(column: pa.Array | None, declared: Input, group: _Group) -> Tensor:
+    """One input as a padded tensor: each request's rows are one contiguous copy."""
+    kind, size = declared.kind, declared.size or 0
+    batch, width = group.size, group.width
     if kind == "features":
         out = np.zeros((batch, size), dtype=np.float32)
-        if column is not None and batch:
-            values = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
-            out[:] = values[offsets[:-1]]
+        if batch and column is not None:
+            out[:] = (
+                column.flatten()
+                .to_numpy(zero_copy_only=False)
+                .reshape(-1, size)[group.offsets[:-1]]
+            )
         return torch.from_numpy(out)
     if kind in ("embedding", "semantic_id"):
         dtype = np.float32 if kind == "embedding" else np.int64
         out = np.zeros((batch, width, size), dtype=dtype)
-        if column is not None and batch:
-            values = column.flatten().to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-            out[owners, positions] = values.reshape(-1, size)
-        return torch.from_numpy(out)
-    if kind == "category":
+        values = (
+            column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
+            if batch and column is not None
+            else None
+        )
+    elif kind == "category":
         out = np.zeros((batch, width), dtype=np.int64)
-        if column is not None and batch:
+        if batch and column is not None:
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
-            codes = pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False)
-            out[owners, positions] = codes
-        return torch.from_numpy(out)
-    if kind == "flag":
+            values = pc.dictionary_encode(column).indices.to_numpy(zero_copy_only=False)
+        else:
+            values = None
+    elif kind == "flag":
         out = np.zeros((batch, width), dtype=np.bool_)
-        if column is not None and batch:
-            out[owners, positions] = column.to_numpy(zero_copy_only=False)
-        return torch.from_numpy(out)
-    out = np.zeros((batch, width), dtype=np.float32)
-    if column is not None and batch:
-        out[owners, positions] = column.cast(pa.float32()).to_numpy(zero_copy_only=False)
+        values = column.to_numpy(zero_copy_only=False) if batch and column is not None else None
+    else:
+        out = np.zeros((batch, width), dtype=np.float32)
+        values = (
+            column.cast(pa.float32()).to_numpy(zero_copy_only=False)
+            if batch and column is not None
+            else None
+        )
+    if values is not None:
+        for request in range(batch):
+            begin, end = group.offsets[request], group.offsets[request + 1]
+            out[request, : end - begin] = values[begin:end]
     return torch.from_numpy(out)

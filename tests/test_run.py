@@ -314,3 +314,17 @@ def test_html_report_is_self_contained(tmp_path: Path) -> None:
     assert "Mean utility by slate position" in page and "Gaps between consecutive" in page
     assert "<script" not in page and "src=" not in page, "no scripts, no external resources"
     assert (report.stat().st_mode & 0o777) != 0o600, "a report is readable like any other output"
+
+
+def test_non_contiguous_request_inside_one_batch_is_caught(tmp_path: Path) -> None:
+    rows = make_rows(requests=6)
+    stray = dict(next(r for r in rows if r["request_id"] == "r2"), candidate_id="stray")
+    after_r3 = max(i for i, r in enumerate(rows) if r["request_id"] == "r3") + 1
+    rows.insert(after_r3, stray)
+    dump = write_parquet(rows, tmp_path / "dump.parquet")
+    summary = run(loaded(), dump, tmp_path / "s.parquet", batch_size=64, on_bad_request="skip")
+    rejects = pq.read_table(summary.rejects_path).to_pylist()
+    assert [(r["request_id"], r["column"], r["row"]) for r in rejects] == [
+        ("r2", "request_id", after_r3)
+    ]
+    assert summary.requests_in == 7 and summary.requests_blended == 6
