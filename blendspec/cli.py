@@ -292,12 +292,17 @@ def run_command(
         raise typer.Exit(EXIT_FAILED) from None
     if threads is not None:
         torch.set_num_threads(threads)
+    console = _stderr()
     if candidates is None:
+        from blendspec.dump import DumpError
         from blendspec.sample import sample_dump
 
-        candidates = sample_dump(loaded.spec, progress=lambda m: _stderr().print(m))
-        _stderr().print(f"no --candidates given: blending the bundled sample {candidates}")
-    console = _stderr()
+        try:
+            candidates = sample_dump(loaded.spec, progress=console.print)
+        except DumpError as error:
+            console.print(f"[bold red]error[/bold red]: {error}")
+            raise typer.Exit(EXIT_FAILED) from None
+        console.print(f"no --candidates given: blending the bundled sample {candidates}")
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -347,6 +352,50 @@ def run_command(
     _print_summary(summary)
     if report is not None:
         _stdout().print(f"report → {report}")
+
+
+class DumpFormat(StrEnum):
+    parquet = "parquet"
+    jsonl = "jsonl"
+
+
+@app.command()
+def simulate(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Dump file, or folder with --shard-rows.")
+    ],
+    requests: Annotated[int, typer.Option(min=0, help="Number of requests.")] = 1000,
+    candidates: Annotated[int, typer.Option(min=1, help="Most candidates per request.")] = 500,
+    min_candidates: Annotated[
+        int | None, typer.Option(min=1, help="Fewest candidates per request (default: all equal).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Request stream seed.")] = 0,
+    world_seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 0,
+    format: Annotated[
+        DumpFormat, typer.Option("--format", help="parquet or jsonl")
+    ] = DumpFormat.parquet,
+    shard_rows: Annotated[
+        int | None, typer.Option(min=1, help="Write a folder of shards of at most this many rows.")
+    ] = None,
+) -> None:
+    """Write a candidate dump from the simulator (users, items, noisy predictions)."""
+    from blendspec.simulate import World, write_dump
+
+    if min_candidates is not None and min_candidates > candidates:
+        _stderr().print("error: --min-candidates is larger than --candidates")
+        raise typer.Exit(EXIT_USAGE)
+    world = World.default(seed=world_seed)
+    size: int | tuple[int, int] = (
+        candidates if min_candidates is None else (min_candidates, candidates)
+    )
+    info = write_dump(
+        world, out, requests=requests, candidates=size, seed=seed,
+        format=format.value, shard_rows=shard_rows,
+    )  # fmt: skip
+    _stdout().print(
+        f"wrote {info.requests:,} requests, {info.rows:,} rows in {len(info.files)} "
+        f"file{'s' * (len(info.files) != 1)} → {out}"
+    )
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]

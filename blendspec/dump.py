@@ -85,7 +85,8 @@ def _arrow_chunks(
             yield from ((file, t) for t in _jsonl_chunks(file, rows))
             continue
         try:
-            parquet = pq.ParquetFile(file)
+            # pre_buffer would cache every column chunk of the file: memory would grow with the dump.
+            parquet = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 22)
         except (pa.ArrowInvalid, OSError) as error:
             raise DumpError(f"{file}: not a readable Parquet file ({error})") from None
         missing = [c for c in columns if c not in parquet.schema_arrow.names]
@@ -126,7 +127,7 @@ def _missing_message(file: Path, missing: list[str], present: list[str]) -> str:
 class DumpReader:
     """Streams a dump as `RequestBatch`es of at most `batch_size` requests."""
 
-    def __init__(self, path: Path, spec: Spec, *, chunk_rows: int = 65_536) -> None:
+    def __init__(self, path: Path, spec: Spec, *, chunk_rows: int = 16_384) -> None:
         self.path = Path(path)
         self.spec = spec
         self.files = dump_files(self.path)

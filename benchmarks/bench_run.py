@@ -1,0 +1,118 @@
+"""End-to-end `blend run` throughput and memory (issue 4, DESIGN §7), measured side by side.
+
+    python benchmarks/bench_run.py            # 512 requests x 500 candidates, homefeed spec
+    python benchmarks/bench_run.py --quick    # a smaller dump
+
+Prints requests/s of (1) Parquet decoding alone — the floor any Parquet reader pays, (2) reading
+into padded tensors with every dump check, (3) the whole `blend run` (Parquet in, slates out), each
+with its ratio to (1); then the peak memory of `blend run` on a dump and on one four times larger
+(streaming means the two peaks should match).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "specs" / "homefeed.blend"
+
+
+def make_dump(path: Path, requests: int, candidates: int) -> None:
+    from blendspec.simulate import World, write_dump
+
+    write_dump(World.default(seed=0), path, requests=requests, candidates=candidates, seed=1)
+
+
+def decode_only(path: Path) -> float:
+    started = time.perf_counter()
+    for _ in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=16_384):
+        pass
+    return time.perf_counter() - started
+
+
+def read_only(path: Path) -> float:
+    from blendspec.dump import DumpReader
+    from blendspec.loader import load_spec
+
+    spec = load_spec(SPEC).spec
+    started = time.perf_counter()
+    for _ in DumpReader(path, spec).batches(64):
+        pass
+    return time.perf_counter() - started
+
+
+def full_run(path: Path, out: Path) -> float:
+    from blendspec.loader import load_spec
+    from blendspec.run import run
+
+    loaded = load_spec(SPEC)
+    started = time.perf_counter()
+    run(loaded, path, out, batch_size=64)
+    return time.perf_counter() - started
+
+
+def peak_memory(path: Path, out: Path) -> float:
+    """Peak RSS (MiB) of a fresh `blend run` process."""
+    probe = (
+        "import resource, sys; from pathlib import Path; "
+        "from blendspec.loader import load_spec; from blendspec.run import run; "
+        f"run(load_spec({str(SPEC)!r}), Path({str(path)!r}), Path({str(out)!r})); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    return int(result.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    requests = 64 if args.quick else 512
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        dump, big = root / "dump.parquet", root / "big.parquet"
+        make_dump(dump, requests, 500)
+        # Best of two, so the first pass pays for the page cache and the imports.
+        decode = min(decode_only(dump) for _ in range(2))
+        read = min(read_only(dump) for _ in range(2))
+        blend = min(full_run(dump, root / "slates.parquet") for _ in range(2))
+        rows = [
+            ("parquet decode only (floor)", decode),
+            ("read + checks + padded tensors", read),
+            ("blend run end to end", blend),
+        ]
+        print(f"homefeed spec, {requests} requests x 500 candidates, T=50, threads={args.threads}")
+        print(f"{'stage':34s} {'requests/s':>11s} {'x floor time':>13s}")
+        for name, seconds in rows:
+            print(f"{name:34s} {requests / seconds:11.1f} {seconds / decode:13.2f}")
+        make_dump(big, requests * 4, 500)
+        small_peak = peak_memory(dump, root / "a.parquet")
+        big_peak = peak_memory(big, root / "b.parquet")
+        print(
+            f"peak memory: {small_peak:.0f} MiB for {requests} requests, {big_peak:.0f} MiB for "
+            f"{requests * 4} requests (ratio {big_peak / small_peak:.2f})"
+        )
+        print(
+            json.dumps(
+                {"requests_per_second": requests / blend, "memory_ratio": big_peak / small_peak}
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
