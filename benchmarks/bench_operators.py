@@ -30,7 +30,15 @@ from dataclasses import dataclass
 
 
 def _early_threads() -> None:
-    """Honour --threads before numpy/torch load their thread pools."""
+    """Set thread-pool options before numpy/torch start their pools (they read them once).
+
+    ``OMP_WAIT_POLICY=PASSIVE``: with the default (active) policy, MKL's idle OpenMP worker keeps
+    spinning after every parallel product; when another process occupies the second core, the
+    spinner shares the main thread's core and every following small op waits for a scheduler
+    slice - measured 30x slower on this shared 2-core machine. Passive waiting costs ~1 us per
+    request-step when the machine is idle.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if "--threads" in sys.argv:
         n = sys.argv[sys.argv.index("--threads") + 1]
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -236,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ops = args.ops.split(",")
     print(
         f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}  "
-        f"cores={os.cpu_count()}  T={T}  loadavg={os.getloadavg()[0]:.2f}"
+        f"cores={os.cpu_count()}  OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}  T={T}  "
+        f"loadavg={os.getloadavg()[0]:.2f}"
     )
     print(f"SSD {SSD_PARAMS} d={DIMS['ssd']}+bias | DPP {DPP_PARAMS} d={DIMS['dpp']} (float64) | "
           f"MMR {MMR_PARAMS} d={DIMS['mmr']}")  # fmt: skip

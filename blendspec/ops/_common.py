@@ -25,9 +25,10 @@ ALIGN = 32
 MAX_STEP_ELEMENTS = 32768
 """ATen's parallel grain size; per-step [b, N] tensors stay below it so they run single-threaded."""
 
-CACHE_BUDGET_BYTES = 12 * 1024 * 1024
-"""Working set of one chunk of requests: the per-step matrix-vector products re-read each
-request's feature matrix T times, so a chunk must stay resident in the (32 MiB, shared) L3."""
+CACHE_BUDGET_BYTES = 20 * 1024 * 1024
+"""Working set of the chunks in flight: the per-step matrix-vector products re-read each
+request's feature matrix T times, so the chunks being processed must stay resident in the
+(32 MiB, shared) L3."""
 
 
 def padded_width(n: int) -> int:
@@ -105,9 +106,14 @@ def batch_chunks(batch: int, bytes_per_request: int, width: int) -> list[slice]:
         return [slice(0, 0)]
     if torch.compiler.is_compiling():
         return [slice(0, batch)]
-    by_cache = CACHE_BUDGET_BYTES // max(1, bytes_per_request)
+    workers = max(1, torch.get_num_threads())
+    by_cache = CACHE_BUDGET_BYTES // max(1, bytes_per_request * workers)
     by_grain = MAX_STEP_ELEMENTS // max(1, width)
     size = max(1, min(by_cache, by_grain))
+    if bytes_per_request and batch <= size * workers:
+        size = max(1, -(-batch // workers))  # small batch: one chunk per worker thread
+    count = -(-batch // size)
+    size = -(-batch // count)  # even chunks
     return [slice(i, min(batch, i + size)) for i in range(0, batch, size)]
 
 

@@ -10,6 +10,7 @@ instead (0 = allowed, -1e38 = cap-violating, -inf = taken/padding).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,27 @@ def concat_selections(parts: list[Selection]) -> Selection:
 
 
 def run_chunks(chunks: list[slice], run: Callable[[slice], Selection]) -> Selection:
-    """Run ``run`` on each chunk of the batch (cache-sized, see ``batch_chunks``) and concatenate."""
-    return concat_selections([run(sl) for sl in chunks])
+    """Run ``run`` on each chunk of the batch (cache-sized, see ``batch_chunks``) and concatenate.
+
+    With several chunks and ``torch.get_num_threads() > 1``, chunks run concurrently in that many
+    Python threads, each with single-threaded torch ops: the per-step work is a long sequence of
+    small ops (ATen releases the GIL inside each), so this keeps every core busy for the whole
+    step instead of only for the one multi-threaded matrix product. Results are bitwise the same
+    (every op here gives identical bits with 1 or 2 threads). The caller's thread setting is
+    restored afterwards; concurrent torch work in other threads of the caller runs with one
+    intra-op thread meanwhile.
+    """
+    workers = min(torch.get_num_threads(), len(chunks))
+    if workers <= 1 or torch.compiler.is_compiling():
+        return concat_selections([run(sl) for sl in chunks])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="blendspec-ops") as pool:
+            parts = list(pool.map(run, chunks))
+    finally:
+        torch.set_num_threads(previous)
+    return concat_selections(parts)
 
 
 class Selector:
@@ -83,20 +103,28 @@ class Selector:
     writes -inf. That saves a full pass per step over adding an eligibility mask.
     """
 
-    def __init__(self, valid: Tensor, dtype: torch.dtype, trace_names: list[str] | None) -> None:
+    def __init__(
+        self,
+        valid: Tensor,
+        dtype: torch.dtype,
+        trace_names: list[str] | None,
+        caps: bool = True,
+    ) -> None:
         self.dtype = dtype
         self.bias = torch.zeros(valid.shape, dtype=dtype, device=valid.device)
         self.bias.masked_fill_(~valid, _NEG_INF)
-        self.tracked: list[Tensor] = [self.bias]
+        # The bias itself is only read again by cap_bias; without caps, skip its scatter.
+        self.tracked: list[Tensor] = [self.bias] if caps else []
         self.picks: list[Tensor] = []
         self.values: list[Tensor] = []
         self.forced: list[Tensor] = []
         self.trace = trace_names is not None
         self.components: dict[str, list[Tensor]] = {k: [] for k in trace_names or ()}
 
-    def track(self, x: Tensor) -> Tensor:
-        """Return ``x + bias`` (a new tensor) and keep it at -inf for every taken candidate."""
-        out = x + self.bias
+    def track(self, x: Tensor, biased: bool = False) -> Tensor:
+        """Return ``x + bias`` (or ``x`` itself if already -inf where taken/padding) and keep it
+        at -inf for every candidate taken from now on."""
+        out = x if biased else x + self.bias
         self.tracked.append(out)
         return out
 

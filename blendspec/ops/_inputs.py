@@ -69,16 +69,19 @@ def load_transposed(out: Tensor, features: Tensor, valid: Tensor) -> None:
 class RowGather:
     """phi_j for one pick per request, gathered as contiguous rows of the original features.
 
-    Picks are always valid candidates, except for a request with nothing left (j = 0), whose
-    state no longer matters (it is never selected from again), so garbage there is harmless.
+    Picks are always valid candidates, except for a request with nothing left, whose state no
+    longer matters (it is never selected from again), so garbage there is harmless.
     """
 
     def __init__(self, features: Tensor, dtype: torch.dtype) -> None:
         b, n, d = features.shape
         self.flat = features.reshape(b * n, d)
         self.base = torch.arange(b, device=features.device) * n
+        self.last = n - 1
         self.dtype = dtype
 
     def __call__(self, j: Tensor) -> Tensor:
-        rows = torch.index_select(self.flat, 0, j.view(-1) + self.base)
+        # An exhausted request's argmax may land on a padding column (its scores can be NaN
+        # once its state degenerates): clamp so the gather stays in bounds.
+        rows = torch.index_select(self.flat, 0, j.view(-1).clamp_max(self.last) + self.base)
         return rows if rows.dtype == self.dtype else rows.to(self.dtype)

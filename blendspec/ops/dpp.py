@@ -23,7 +23,8 @@ from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chun
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints
 
-_TINY = 1e-300  # floor of d^2 before the log: keeps exhausted candidates finite (~ -690)
+_TINY = 1e-300
+_NEG_INF = float("-inf")  # floor of d^2 before the log: keeps exhausted candidates finite (~ -690)
 _DT = torch.float64
 
 
@@ -66,7 +67,7 @@ def dpp(
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, _DT)
-        sel = Selector(valid, _DT, names(state))
+        sel = Selector(valid, _DT, names(state), cons.has_caps)
         buf = torch.zeros((b, n_rows + d, width), dtype=_DT)  # [c_{T-2} .. c_0; phi^T]
         phi_t = buf[:, n_rows:]
         load_transposed(phi_t, features[sl], valid)
@@ -74,8 +75,8 @@ def dpp(
         diag = (phi_t * phi_t).sum(1)  # S_ii, summed in feature order (see ssd.py)
         d2 = diag.clone()
         r64 = r.to(_DT)
-        log_q2 = sel.track(r64 * two_alpha)
-        fill = sel.track(r64)
+        log_q2 = sel.track(r64 * two_alpha)  # -inf exactly where taken or padding
+        fill: Tensor | None = None  # relevance for stopped requests, tracked once one stops
         stopped = torch.zeros((b, 1), dtype=torch.bool)
         c_index = torch.arange(b)[:, None] * ((n_rows + d) * width) + torch.arange(n_rows) * width
         window_cols: list[Tensor] = []  # windowed variant: kernel rows of the window's picks
@@ -92,6 +93,8 @@ def dpp(
             for pen in pens:
                 score = score - pen
             if torch.compiler.is_compiling() or bool(stopped.any()):
+                if fill is None:
+                    fill = sel.track(torch.where(log_q2 == _NEG_INF, _NEG_INF, r64), biased=True)
                 fill_score = fill
                 for pen in pens:
                     fill_score = fill_score - pen
@@ -129,7 +132,7 @@ def _chen_step(
     coef = torch.cat([c_j.neg_(), rows(j)], 1).unsqueeze(1)
     num = torch.bmm(coef, buf[:, lo:]).squeeze(1)  # S_ji - <c_j, c_i>
     d_j = d2.gather(1, j).clamp_min_(_TINY).sqrt_()
-    e = buf[:, lo - 1]
+    e = buf.select(1, lo - 1)
     torch.div(num, d_j, out=e)
     d2.addcmul_(e, e, value=-1.0)
 

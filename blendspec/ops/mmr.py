@@ -46,7 +46,7 @@ def mmr(
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
-        sel = Selector(valid, torch.float32, names(state))
+        sel = Selector(valid, torch.float32, names(state), cons.has_caps)
         phi_t = torch.empty((b, d, width), dtype=torch.float32)
         load_transposed(phi_t, features[sl], valid)
         rows = RowGather(features[sl], torch.float32)

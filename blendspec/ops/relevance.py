@@ -23,7 +23,7 @@ def normalize_relevance(utility: Tensor, mask: Tensor, method: str) -> Tensor:
     if utility.shape != mask.shape:
         raise ValueError(f"utility {tuple(utility.shape)} and mask {tuple(mask.shape)} differ")
     u = sanitize(utility.to(torch.float64), mask)
-    if method == "raw":
+    if method == "raw" or u.shape[1] == 0:
         return u.to(torch.float32)
     m = mask.to(torch.float64)
     count = m.sum(1, keepdim=True)

@@ -75,13 +75,15 @@ def ssd(
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
-        sel = Selector(valid, torch.float32, _names(p, trace, state))
-        buf = torch.zeros((b, rows, width), dtype=torch.float32)  # [-C; P; phi^T]
+        sel = Selector(valid, torch.float32, _names(p, trace, state), cons.has_caps)
+        buf = torch.empty((b, rows, width), dtype=torch.float32)  # [-C; P; phi^T]
+        buf[:, : 2 * w] = 0.0
         phi_t = buf[:, 2 * w :]
         load_transposed(phi_t, features[sl], valid)
-        # Summed over the outer (feature) axis, which accumulates in feature order: trailing zero
-        # columns (a wider one-hot block in a bigger batch) cannot change the bits.
-        nv2s = (phi_t * phi_t).sum(1).mul_(scale)
+        # ||v_i||^2 = ||phi_i||^2 before any pick. Reduced over the outer (feature) axis, which
+        # accumulates in feature order: trailing zero columns (a wider one-hot block in a bigger
+        # batch) cannot change the bits, unlike a vectorised reduction along a row.
+        nv2s = torch.linalg.vector_norm(phi_t, dim=1).square_().mul_(scale)
         step = _Step(buf, RowGather(features[sl], torch.float32), w, eps, scale)
         rel_raw = r * theta_f
         rel = sel.track(rel_raw)
@@ -127,17 +129,33 @@ def _names(p, trace: bool, state: ConstraintState | None = None) -> list[str] | 
 
 
 class _Step:
-    """The window state of one chunk (everything but nv2) and the push of a new basis."""
+    """The window state of one chunk (everything but nv2) and the push of a new basis.
+
+    Views of every slot's rows are made once: per-step Python indexing costs as much as the
+    small tensor ops themselves at these sizes.
+    """
 
     def __init__(self, buf: Tensor, rows: RowGather, w: int, eps: float, scale: float) -> None:
         b, n_rows, width = buf.shape
         self.buf, self.rows, self.w, self.eps, self.scale = buf, rows, w, eps, scale
+        self.inv_scale = 1.0 / scale
         self.gram = torch.zeros((b, w, w), dtype=buf.dtype)
         # Flat offsets of the -C and P entries of every request, to gather column j in one take.
         self.cp_index = (
             torch.arange(b)[:, None] * (n_rows * width) + torch.arange(2 * w)[None, :] * width
         )
-        self.coef_b = torch.zeros((b, 2, 2 * w), dtype=buf.dtype)
+        coef = torch.zeros((b, 2, 2 * w), dtype=buf.dtype)
+        self.coef_b, self.coef_b0 = coef, coef[:, :1]
+        self.coef_g = coef[:, 0, :w]
+        self.coef_row1_c = coef[:, 1, :w]
+        self.coef_row1_c_slot = [coef[:, 1, k] for k in range(w)]
+        self.coef_row1_p_slot = [coef[:, 1, w + k] for k in range(w)]
+        self.neg_c_rows = [buf[:, k] for k in range(w)]
+        self.p_rows = [buf[:, w + k] for k in range(w)]
+        self.gram_rows = [self.gram[:, k] for k in range(w)]
+        self.gram_cols = [self.gram[:, :, k] for k in range(w)]
+        self.gram_diag = [self.gram[:, k, k] for k in range(w)]
+        self.c_part = buf[:, : 2 * w]
 
     def volume(self, filled: int) -> Tensor:
         """Product of the window's basis norms, ``[b, 1]``."""
@@ -152,33 +170,33 @@ class _Step:
         """
         buf, gram, w, scale = self.buf, self.gram, self.w, self.scale
         cp = torch.take(buf, self.cp_index + j)
-        neg_c_j, p_j = cp[:, :w], cp[:, w:]  # -c_k[j], <phi_j, b_k>
-        phi_j = self.rows(j)
-        nbb = nv2s.gather(1, j).div_(scale).clamp_min_(0.0)  # ||b||^2 = ||v_j||^2
+        neg_c_j, p_j = cp.split(w, 1)  # -c_k[j], <phi_j, b_k>
+        nbb = nv2s.gather(1, j).mul_(self.inv_scale).clamp_min_(0.0)  # ||b||^2 = ||v_j||^2
         slot = t % w
         evict = t >= w
-        g = p_j + (gram * neg_c_j.unsqueeze(1)).sum(2)  # <b_k, b>
+        g = (gram * neg_c_j.unsqueeze(1)).sum(2).add_(p_j)  # <b_k, b>
+        g_slot = g.select(1, slot)
         if evict:
-            g[:, slot] = 0.0  # the evicted basis no longer projects anything out
-        vb = torch.bmm(torch.cat([g, neg_c_j, phi_j], 1).unsqueeze(1), buf).squeeze(1)
-        coef = self.coef_b
-        coef[:, 0, :w] = g  # row 0: sum_k g_k (-C_k), so that <phi_i, b> = vb - row 0
+            g_slot.zero_()  # the evicted basis no longer projects anything out
+        coef_a = torch.cat([g, neg_c_j, self.rows(j)], 1).unsqueeze(1)
+        vb = torch.bmm(coef_a, buf).squeeze(1)
+        self.coef_g.copy_(g)  # row 0: sum_k g_k (-C_k), so that <phi_i, b> = vb - row 0
         if evict:
             # row 1: u = -C_o ||b_o||^2 - 2 <v_i, b_o>; then ||v||^2 += (-C_o) u
-            torch.mul(gram[:, :, slot], -2.0, out=coef[:, 1, :w])
-            coef[:, 1, slot] += gram[:, slot, slot]
-            coef[:, 1, w + slot] = -2.0
-            small = torch.bmm(coef, buf[:, : 2 * w])
-            nv2s.addcmul_(buf[:, slot], small[:, 1], value=scale)
-            coef[:, 1, w + slot] = 0.0
+            torch.mul(self.gram_cols[slot], -2.0, out=self.coef_row1_c)
+            self.coef_row1_c_slot[slot].add_(self.gram_diag[slot])
+            self.coef_row1_p_slot[slot].fill_(-2.0)
+            small = torch.bmm(self.coef_b, self.c_part)
+            nv2s.addcmul_(self.neg_c_rows[slot], small.select(1, 1), value=scale)
+            self.coef_row1_p_slot[slot].zero_()
         else:
-            small = torch.bmm(coef[:, :1], buf[:, : 2 * w])
-        torch.sub(vb, small[:, 0], out=buf[:, w + slot])  # P row of the new basis
-        inv = (nbb + self.eps).reciprocal_()
-        torch.mul(vb, -inv, out=buf[:, slot])  # -c = -<v, b> / (||b||^2 + eps)
+            small = torch.bmm(self.coef_b0, self.c_part)
+        torch.sub(vb, small.select(1, 0), out=self.p_rows[slot])  # P row of the new basis
+        denom = nbb + self.eps
+        torch.div(vb, denom.neg(), out=self.neg_c_rows[slot])  # -c = -<v, b> / (||b||^2 + eps)
         # ||v - c b||^2 = ||v||^2 - <v, b>^2 (||b||^2 + 2 eps) / (||b||^2 + eps)^2
-        shrink = (nbb + 2.0 * self.eps).mul_(inv).mul_(inv).mul_(-scale)
+        shrink = (denom + self.eps).div_(denom * denom).mul_(-scale)
         nv2s.addcmul_(vb * shrink, vb)
-        gram[:, slot, :] = g
-        gram[:, :, slot] = g
-        gram[:, slot, slot] = nbb.squeeze(1)
+        g_slot.copy_(nbb.view(-1))
+        self.gram_rows[slot].copy_(g)
+        self.gram_cols[slot].copy_(g)
