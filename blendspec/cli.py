@@ -9,10 +9,11 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from blendspec.diagnostics import SpecError, render_text, to_json
 from blendspec.loader import LoadedSpec, load_spec
@@ -62,6 +63,23 @@ def _load(path: Path) -> LoadedSpec:
     return load_spec(path)
 
 
+def _load_or_exit(path: Path) -> LoadedSpec:
+    """The checked spec, or its diagnostics on stderr and exit 1."""
+    try:
+        return load_spec(path)
+    except SpecError as error:
+        _report(error, OutputFormat.text)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _fail(message: str, code: int = EXIT_FAILED, help: str | None = None) -> NoReturn:
+    console = _stderr()
+    console.print(f"[bold red]error[/bold red]: {escape(message)}")
+    if help:
+        console.print(f"  = help: {escape(help)}")
+    raise typer.Exit(code)
+
+
 @app.command()
 def validate(
     specs: Annotated[list[Path], typer.Argument(help="Spec files (*.blend, *.yaml).")],
@@ -75,8 +93,7 @@ def validate(
 ) -> None:
     """Parse, type-check and lint specs; with --candidates, check a dump against the spec."""
     if candidates is not None and len(specs) != 1:
-        _stderr().print("error: --candidates checks a dump against exactly one spec")
-        raise typer.Exit(EXIT_USAGE)
+        _fail("--candidates checks a dump against exactly one spec", EXIT_USAGE)
     failed = False
     report: list[dict[str, object]] = []
     console = _stderr()
@@ -127,7 +144,7 @@ def _validate_dump(
     try:
         report = validate_dump(candidates, loaded.spec)
     except DumpError as error:
-        _stderr().print(f"[bold red]error[/bold red]: {error}")
+        _stderr().print(f"[bold red]error[/bold red]: {escape(str(error))}")
         return False, {"dump": str(candidates), "ok": False, "error": str(error)}
     if output is OutputFormat.text:
         out = _stdout()
@@ -169,8 +186,7 @@ def fmt(
     from blendspec.emit import to_dsl, to_yaml
 
     if out is not None and (to is None or len(specs) != 1):
-        _stderr().print("error: -o/--output goes with --to and exactly one spec")
-        raise typer.Exit(EXIT_USAGE)
+        _fail("-o/--output goes with --to and exactly one spec", EXIT_USAGE)
     failed = False
     for path in specs:
         try:
@@ -216,12 +232,7 @@ def graph(
     """Print the compiled, typed execution graph."""
     from blendspec.compile import compile_graph
 
-    try:
-        loaded = _load(spec)
-    except SpecError as error:
-        _report(error, OutputFormat.text)
-        raise typer.Exit(EXIT_FAILED) from None
-    compiled = compile_graph(loaded)
+    compiled = compile_graph(_load_or_exit(spec))
     if output is GraphFormat.json:
         sys.stdout.write(json.dumps(compiled.to_json(), indent=2) + "\n")
     elif output is GraphFormat.dot:
@@ -285,11 +296,7 @@ def run_command(
     from blendspec.lower import MissingLowering
     from blendspec.run import BadRequestError, run, write_metrics
 
-    try:
-        loaded = _load(spec)
-    except SpecError as error:
-        _report(error, OutputFormat.text)
-        raise typer.Exit(EXIT_FAILED) from None
+    loaded = _load_or_exit(spec)
     if threads is not None:
         torch.set_num_threads(threads)
     console = _stderr()
@@ -300,8 +307,7 @@ def run_command(
         try:
             candidates = sample_dump(loaded.spec, progress=console.print)
         except DumpError as error:
-            console.print(f"[bold red]error[/bold red]: {error}")
-            raise typer.Exit(EXIT_FAILED) from None
+            _fail(str(error))
         console.print(f"no --candidates given: blending the bundled sample {candidates}")
     with Progress(
         "[progress.description]{task.description}",
@@ -327,26 +333,16 @@ def run_command(
                 report=report,
             )
         except BadRequestError as error:
-            console.print(f"[bold red]error[/bold red]: bad {error}")
-            console.print(
-                "  = help: pass --on-bad-request skip to write such requests to a rejects file"
+            _fail(
+                f"bad {error}",
+                help="pass --on-bad-request skip to write such requests to a rejects file",
             )
-            raise typer.Exit(EXIT_FAILED) from None
-        except DumpError as error:
-            console.print(f"[bold red]error[/bold red]: {error}")
-            raise typer.Exit(EXIT_FAILED) from None
-        except MissingLowering as error:
-            console.print(f"[bold red]error[/bold red]: {error}")
-            raise typer.Exit(EXIT_FAILED) from None
+        except (DumpError, MissingLowering) as error:
+            _fail(str(error))
         except ValueError as error:
-            console.print(f"[bold red]error[/bold red]: {error}")
-            raise typer.Exit(EXIT_USAGE) from None
+            _fail(str(error), EXIT_USAGE)
         except ModuleNotFoundError as error:
-            console.print(
-                f"[bold red]error[/bold red]: {error.name} is not installed "
-                "(pip install 'blendspec[ray]')"
-            )
-            raise typer.Exit(EXIT_USAGE) from None
+            _fail(f"{error.name} is not installed (pip install 'blendspec[ray]')", EXIT_USAGE)
     if metrics is not None:
         write_metrics(metrics, summary)
     _print_summary(summary)
@@ -382,8 +378,7 @@ def simulate(
     from blendspec.simulate import World, write_dump
 
     if min_candidates is not None and min_candidates > candidates:
-        _stderr().print("error: --min-candidates is larger than --candidates")
-        raise typer.Exit(EXIT_USAGE)
+        _fail("--min-candidates is larger than --candidates", EXIT_USAGE)
     world = World.default(seed=world_seed)
     size: int | tuple[int, int] = (
         candidates if min_candidates is None else (min_candidates, candidates)
@@ -399,7 +394,6 @@ def simulate(
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="blend run", show_header=True, header_style="bold")
