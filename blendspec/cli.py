@@ -413,6 +413,15 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
         _stdout().print(f"rejects → {summary.rejects_path}")
 
 
+def _register_diff() -> None:
+    from blendspec.diff import diff_command
+
+    app.command("diff")(diff_command)
+
+
+_register_diff()
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
     from blendspec.run import atomic_path
