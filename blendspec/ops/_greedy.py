@@ -10,7 +10,6 @@ instead (0 = allowed, -1e38 = cap-violating, -inf = taken/padding).
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -72,27 +71,13 @@ def concat_selections(parts: list[Selection]) -> Selection:
 
 
 def run_chunks(chunks: list[slice], run: Callable[[slice], Selection]) -> Selection:
-    """Run ``run`` on each chunk of the batch (cache-sized, see ``batch_chunks``) and concatenate.
+    """Run ``run`` on each cache-sized chunk of the batch (see ``batch_chunks``), concatenate.
 
-    With several chunks and ``torch.get_num_threads() > 1``, chunks run concurrently in that many
-    Python threads, each with single-threaded torch ops: the per-step work is a long sequence of
-    small ops (ATen releases the GIL inside each), so this keeps every core busy for the whole
-    step instead of only for the one multi-threaded matrix product. Results are bitwise the same
-    (every op here gives identical bits with 1 or 2 threads). The caller's thread setting is
-    restored afterwards; concurrent torch work in other threads of the caller runs with one
-    intra-op thread meanwhile.
+    Chunks run one after the other; inside a chunk the one large product per step uses the
+    intra-op threads. (Running chunks concurrently in worker threads with single-threaded ops was
+    measured slower on 2 cores: the GIL serialises the many small ops.)
     """
-    workers = min(torch.get_num_threads(), len(chunks))
-    if workers <= 1 or torch.compiler.is_compiling():
-        return concat_selections([run(sl) for sl in chunks])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="blendspec-ops") as pool:
-            parts = list(pool.map(run, chunks))
-    finally:
-        torch.set_num_threads(previous)
-    return concat_selections(parts)
+    return concat_selections([run(sl) for sl in chunks])
 
 
 class Selector:

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from blendspec.ops._common import batch_chunks
+from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints
@@ -68,11 +68,14 @@ def dpp(
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, _DT)
         sel = Selector(valid, _DT, names(state), cons.has_caps)
-        buf = torch.zeros((b, n_rows + d, width), dtype=_DT)  # [c_{T-2} .. c_0; phi^T]
+        buf = workspace("buf", (b, n_rows + d, width), _DT)  # [c_{T-2} .. c_0; phi^T]
+        buf[:, :n_rows] = 0.0
         phi_t = buf[:, n_rows:]
         load_transposed(phi_t, features[sl], valid)
-        rows = RowGather(features[sl], _DT)
-        diag = (phi_t * phi_t).sum(1)  # S_ii, summed in feature order (see ssd.py)
+        f64 = workspace("rows", tuple(features[sl].shape), _DT)
+        rows = RowGather(f64.copy_(features[sl]), _DT)  # converted once, not per step
+        squares = torch.mul(phi_t, phi_t, out=workspace("scratch", phi_t.shape, _DT))
+        diag = squares.sum(1)  # S_ii, summed in feature order (see ssd.py)
         d2 = diag.clone()
         r64 = r.to(_DT)
         log_q2 = sel.track(r64 * two_alpha)  # -inf exactly where taken or padding
@@ -87,8 +90,10 @@ def dpp(
             log_d2 = d2.clamp_min(_TINY).log_()
             log_l = log_q2 + log_d2  # log d_i^2 of L; -inf where taken
             allowed = log_l if caps[0] is None else log_l + caps[0]
-            best = allowed.amax(1, keepdim=True)
-            stopped |= (best < log_eps) & (best > -1e37)
+            below = allowed.amax(1, keepdim=True) < log_eps
+            if torch.compiler.is_compiling() or bool(below.any()):
+                # A request with nothing left (best = -inf) is exhausted, not stopped.
+                stopped |= below & (log_q2 > _NEG_INF).any(1, keepdim=True)
             score = log_l
             for pen in pens:
                 score = score - pen

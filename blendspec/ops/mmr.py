@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from blendspec.ops._common import batch_chunks
+from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints
@@ -47,7 +47,7 @@ def mmr(
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
         sel = Selector(valid, torch.float32, names(state), cons.has_caps)
-        phi_t = torch.empty((b, d, width), dtype=torch.float32)
+        phi_t = workspace("buf", (b, d, width), torch.float32)
         load_transposed(phi_t, features[sl], valid)
         rows = RowGather(features[sl], torch.float32)
         rel_raw = r * lam_f

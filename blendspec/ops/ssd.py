@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from blendspec.ops._common import batch_chunks
+from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
-from blendspec.ops._inputs import RowGather, load_transposed, prepare
+from blendspec.ops._inputs import Prepared, RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints
 
 VARIANTS = ("stabilized", "volume")
@@ -76,14 +76,15 @@ def ssd(
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
         sel = Selector(valid, torch.float32, _names(p, trace, state), cons.has_caps)
-        buf = torch.empty((b, rows, width), dtype=torch.float32)  # [-C; P; phi^T]
+        buf = workspace("buf", (b, rows, width), torch.float32)  # [-C; P; phi^T]
         buf[:, : 2 * w] = 0.0
         phi_t = buf[:, 2 * w :]
         load_transposed(phi_t, features[sl], valid)
+        squares = torch.mul(phi_t, phi_t, out=workspace("scratch", phi_t.shape, torch.float32))
         # ||v_i||^2 = ||phi_i||^2 before any pick. Reduced over the outer (feature) axis, which
         # accumulates in feature order: trailing zero columns (a wider one-hot block in a bigger
         # batch) cannot change the bits, unlike a vectorised reduction along a row.
-        nv2s = torch.linalg.vector_norm(phi_t, dim=1).square_().mul_(scale)
+        nv2s = squares.sum(1).mul_(scale)
         step = _Step(buf, RowGather(features[sl], torch.float32), w, eps, scale)
         rel_raw = r * theta_f
         rel = sel.track(rel_raw)
@@ -121,7 +122,7 @@ def ssd(
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
 
 
-def _names(p, trace: bool, state: ConstraintState | None = None) -> list[str] | None:
+def _names(p: Prepared, trace: bool, state: ConstraintState | None = None) -> list[str] | None:
     if not trace:
         return None
     penalties = state.names if state is not None else ConstraintState.names_of(p.constraints)
@@ -174,7 +175,8 @@ class _Step:
         nbb = nv2s.gather(1, j).mul_(self.inv_scale).clamp_min_(0.0)  # ||b||^2 = ||v_j||^2
         slot = t % w
         evict = t >= w
-        g = (gram * neg_c_j.unsqueeze(1)).sum(2).add_(p_j)  # <b_k, b>
+        # <b_k, b> = P[k, j] - sum_m G[k, m] c_m[j]  (tiny: ATen's serial small-bmm kernel)
+        g = torch.baddbmm(p_j.unsqueeze(2), gram, neg_c_j.unsqueeze(2)).squeeze(2)
         g_slot = g.select(1, slot)
         if evict:
             g_slot.zero_()  # the evicted basis no longer projects anything out
@@ -192,11 +194,10 @@ class _Step:
         else:
             small = torch.bmm(self.coef_b0, self.c_part)
         torch.sub(vb, small.select(1, 0), out=self.p_rows[slot])  # P row of the new basis
-        denom = nbb + self.eps
-        torch.div(vb, denom.neg(), out=self.neg_c_rows[slot])  # -c = -<v, b> / (||b||^2 + eps)
-        # ||v - c b||^2 = ||v||^2 - <v, b>^2 (||b||^2 + 2 eps) / (||b||^2 + eps)^2
-        shrink = (denom + self.eps).div_(denom * denom).mul_(-scale)
-        nv2s.addcmul_(vb * shrink, vb)
+        neg_denom = nbb.neg().sub_(self.eps)  # -(||b||^2 + eps)
+        neg_c = torch.div(vb, neg_denom, out=self.neg_c_rows[slot])  # -c
+        # ||v - c b||^2 = ||v||^2 - c^2 (||b||^2 + 2 eps)
+        nv2s.addcmul_(neg_c * neg_denom.sub_(self.eps).mul_(scale), neg_c)
         g_slot.copy_(nbb.view(-1))
         self.gram_rows[slot].copy_(g)
         self.gram_cols[slot].copy_(g)

@@ -13,7 +13,7 @@ from blendspec.ops import dpp, feature_map, mmr, ssd
 from . import reference as ref
 from .helpers import Batch, assert_follows, batches, kernel_of, ref_constraints, signatures
 
-_SETTINGS = settings(max_examples=120, deadline=None)
+_SETTINGS = settings(max_examples=250, deadline=None)
 
 
 def _inputs(batch: Batch, i: int, phi: torch.Tensor):

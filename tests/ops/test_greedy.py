@@ -29,7 +29,7 @@ def _check(batch: Batch, trace: bool = False) -> None:
         assert_follows(sel, i, run, batch.slate_length, signatures(batch, i))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(batches())
 def test_greedy_matches_reference(batch: Batch) -> None:
     _check(batch)

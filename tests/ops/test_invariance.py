@@ -147,7 +147,7 @@ def _check_invariance(batch: Batch, extra: int) -> None:
             _assert_same(whole, i, rev, batch.b - 1 - i, f"{name}: request {i} reversed+padded")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(batches(max_b=4, max_n=20), st.integers(1, 40))
 def test_quantised_batches_are_invariant(batch: Batch, extra: int) -> None:
     _check_invariance(batch, extra)

@@ -15,7 +15,7 @@ from . import reference as ref
 from .helpers import Batch, batches
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(batches(max_t=12), st.integers(1, 6), st.integers(0, 3))
 def test_metrics_match_definitions(batch: Batch, window: int, min_prefix: int) -> None:
     sel = greedy_relevance(
