@@ -19,15 +19,17 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from blendspec import ops
 from blendspec.compile import compile_graph
 from blendspec.dump import BadRequest, DumpReader, RequestBatch
+from blendspec.forms import split_similarity
 from blendspec.loader import LoadedSpec
 from blendspec.lower import BlendModule
-from blendspec.model import Dpp, Mmr, Ssd
+from blendspec.model import Dpp, Mmr, Spec, Ssd
 
 BadRequestPolicy = Literal["error", "skip"]
 
@@ -128,41 +130,41 @@ class Runner:
         self.graph = compile_graph(loaded)
         self.module = BlendModule(self.graph)
         self.weight_names = tuple(self.spec.weights)
+        self.metric_columns = MetricColumns.of(self.spec)
 
     def blend(self, batch: RequestBatch) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
             return self.module(batch.mask, batch.inputs)
 
     def slate_table(self, batch: RequestBatch, out: dict[str, torch.Tensor]) -> pa.Table:
+        """One row per filled slot; a request with nothing to show gets one row at position -1."""
         indices = out["indices"].numpy()
-        valid = indices >= 0
+        valid = indices >= 0  # filled slots are a prefix of each slate
         counts = valid.sum(axis=1)
-        empty = counts == 0
-        rows_per_request = np.where(empty, 1, counts)
-        owners = np.repeat(np.arange(batch.size), rows_per_request)
-        positions = (
-            np.concatenate([np.arange(c) if c else np.array([-1]) for c in counts])
-            if batch.size
-            else np.zeros(0, np.int64)
-        )
-        picked = np.where(valid, indices, 0)
-        flat_rows = (batch.offsets[:-1, None] + picked)[valid]
-        # Rows of the candidate table, in slate order, with a null for empty slates.
-        take = np.full(len(owners), -1, dtype=np.int64)
-        take[np.repeat(~empty, rows_per_request)] = flat_rows
-        ids = batch.candidate_ids.cast(pa.string()).take(pa.array(np.where(take >= 0, take, 0)))
-        ids = pa.array(
-            [value if row >= 0 else None for value, row in zip(ids.to_pylist(), take, strict=True)],
-            pa.string(),
-        ) if empty.any() else ids  # fmt: skip
-        utility = _per_slot(out["utility"].numpy(), valid, empty)
-        score = _per_slot(out["scores"].numpy(), valid, empty)
+        rows = np.maximum(counts, 1)
+        owners = np.repeat(np.arange(batch.size), rows)
+        placeholder = np.repeat(counts == 0, rows)
+        positions = np.arange(len(owners)) - np.repeat(np.cumsum(rows) - rows, rows)
+        positions[placeholder] = -1
+        take = np.zeros(len(owners), dtype=np.int64)
+        take[~placeholder] = (batch.offsets[:-1, None] + np.where(valid, indices, 0))[valid]
+        ids = batch.candidate_ids.cast(pa.string()).take(pa.array(take))
+        if placeholder.any():
+            ids = pc.if_else(pa.array(placeholder), pa.scalar(None, pa.string()), ids)
+
+        def per_slot(values: torch.Tensor) -> pa.Array:
+            slots = np.zeros(len(owners), dtype=np.float32)
+            slots[~placeholder] = values.numpy()[valid]
+            return pa.array(slots, pa.float32(), mask=placeholder)
+
         columns = {
-            "request_id": pa.array([batch.request_ids[i] for i in owners], pa.string()),
+            "request_id": pa.array(
+                np.asarray(batch.request_ids, dtype=object)[owners], pa.string()
+            ),
             "position": pa.array(positions, pa.int32()),
             "candidate_id": ids,
-            "utility": utility,
-            "score": score,
+            "utility": per_slot(out["utility"]),
+            "score": per_slot(out["scores"]),
         }
         weights = out["weights"].numpy()
         for k, name in enumerate(self.weight_names):
@@ -170,51 +172,61 @@ class Runner:
         return pa.table(columns, schema=_slate_schema(self.weight_names))
 
     def metrics(self, batch: RequestBatch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        spec = self.spec
+        columns = self.metric_columns
         selection = ops.Selection(
             indices=out["indices"],
             scores=out["scores"],
             cap_violations=out["cap_violations"],
             early_stops=out["early_stops"],
         )
-        embeddings = None
-        diversity = spec.diversity
-        if isinstance(diversity, Ssd | Dpp | Mmr):
-            from blendspec.forms import split_similarity
 
-            signals, _ = split_similarity(diversity.similarity, ())
-            cosine = [s.input for s in signals if s.signal == "cosine"]
-            if cosine:
-                embeddings = batch.inputs[cosine[0]]
-        if embeddings is None:
-            embedding_inputs = [n for n, i in spec.inputs.items() if i.kind == "embedding"]
-            embeddings = batch.inputs[embedding_inputs[0]] if embedding_inputs else None
-        categories = [n for n, i in spec.inputs.items() if i.kind == "category"]
-        sids = [n for n, i in spec.inputs.items() if i.kind == "semantic_id"]
-        penalty = spec.semantic_id_penalty
+        def column(name: str | None) -> torch.Tensor | None:
+            return batch.inputs[name] if name is not None else None
+
         return ops.slate_metrics(
             selection,
             out["candidate_utility"],
             batch.mask,
-            embeddings=embeddings,
-            categories=batch.inputs[categories[0]] if categories else None,
-            semantic_ids=batch.inputs[penalty.input if penalty else sids[0]]
-            if (penalty or sids)
-            else None,
-            flags={name: batch.inputs[name] for name in spec.spacing},
-            window=max([s.window for s in spec.spacing.values()] + [5]),
-            min_prefix=penalty.min_prefix if penalty else 1,
+            embeddings=column(columns.embedding),
+            categories=column(columns.category),
+            semantic_ids=column(columns.semantic_id),
+            flags={name: batch.inputs[name] for name in columns.flags},
+            window=columns.window,
+            min_prefix=columns.min_prefix,
         )
 
 
-def _per_slot(values: np.ndarray, valid: np.ndarray, empty: np.ndarray) -> pa.Array:
-    rows: list[float | None] = []
-    for request in range(values.shape[0]):
-        if empty[request]:
-            rows.append(None)
-        else:
-            rows.extend(values[request][valid[request]].tolist())
-    return pa.array(rows, pa.float32())
+@dataclass(frozen=True)
+class MetricColumns:
+    """Which of a spec's inputs the slate metrics read: the similarity's first embedding (else the
+    first declared one), the first category, the penalised (else first) semantic ID, the spacing
+    sets; and the window the windowed metrics use."""
+
+    embedding: str | None
+    category: str | None
+    semantic_id: str | None
+    flags: tuple[str, ...]
+    window: int
+    min_prefix: int
+
+    @classmethod
+    def of(cls, spec: Spec) -> MetricColumns:
+        def first(kind: str) -> str | None:
+            return next((n for n, i in spec.inputs.items() if i.kind == kind), None)
+
+        embedding = first("embedding")
+        if isinstance(spec.diversity, Ssd | Dpp | Mmr):
+            signals, _ = split_similarity(spec.diversity.similarity, ())
+            embedding = next((t.input for t in signals if t.signal == "cosine"), embedding)
+        penalty = spec.semantic_id_penalty
+        return cls(
+            embedding=embedding,
+            category=first("category"),
+            semantic_id=penalty.input if penalty else first("semantic_id"),
+            flags=tuple(spec.spacing),
+            window=max([s.window for s in spec.spacing.values()] + [5]),
+            min_prefix=penalty.min_prefix if penalty else 1,
+        )
 
 
 @dataclass
@@ -337,7 +349,7 @@ def run(
                 )  # fmt: skip
             else:
                 if report is not None:
-                    collector = _collector(loaded)
+                    collector = _collector(runner)
                 tally = blend_source(
                     runner, DumpReader(candidates, loaded.spec), batch_size=batch_size,
                     limit=limit, on_bad_request=on_bad_request, emit=writer.write_table,
@@ -359,16 +371,11 @@ def run(
     return summary
 
 
-def _collector(loaded: LoadedSpec):  # type: ignore[no-untyped-def]
-    from blendspec.forms import split_similarity
+def _collector(runner: Runner):  # type: ignore[no-untyped-def]
     from blendspec.report import ReportCollector
 
-    spec = loaded.spec
-    embedding = next((n for n, i in spec.inputs.items() if i.kind == "embedding"), None)
-    if isinstance(spec.diversity, Ssd | Dpp | Mmr):
-        signals, _ = split_similarity(spec.diversity.similarity, ())
-        embedding = next((s.input for s in signals if s.signal == "cosine"), embedding)
-    return ReportCollector(spec.slate.length, tuple(spec.spacing), embedding)
+    columns = runner.metric_columns
+    return ReportCollector(runner.spec.slate.length, columns.flags, columns.embedding)
 
 
 def write_metrics(path: Path, summary: RunSummary) -> None:
