@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from blendspec.console import progress_bar, stderr_console, stdout_console
 from blendspec.diagnostics import SpecError, render_text, to_json
 from blendspec.loader import LoadedSpec, load_spec
 
@@ -29,12 +29,8 @@ app = typer.Typer(
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+_stderr = stderr_console
+_stdout = stdout_console
 
 
 class OutputFormat(StrEnum):
@@ -290,7 +286,6 @@ def run_command(
 ) -> None:
     """Blend a candidate dump with a spec: slates, rejects and a metrics summary."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from blendspec.dump import DumpError
     from blendspec.lower import MissingLowering
@@ -309,15 +304,7 @@ def run_command(
         except DumpError as error:
             _fail(str(error))
         console.print(f"no --candidates given: blending the bundled sample {candidates}")
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("blending", total=limit)
         try:
             summary = run(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
+from blendspec.console import stderr_console
 from blendspec.diagnostics import Source, SpecError, render_text
 from blendspec.emit import format_expr, format_number
 from blendspec.forms import constant_value, is_constant, refs, split_similarity, split_utility
@@ -2010,10 +2011,7 @@ class _Failure(Exception):
     """A user error already reported on stderr: exit 2."""
 
 
-def _stderr():  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+_stderr = stderr_console
 
 
 def _load(path: Path) -> LoadedSpec:
@@ -2079,8 +2077,7 @@ def _impact(
     top: int,
     seed: int,
 ) -> Impact:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
+    from blendspec.console import progress_bar
     from blendspec.dump import DumpError
     from blendspec.lower import MissingLowering
 
@@ -2088,15 +2085,7 @@ def _impact(
     if not candidates.exists():
         console.print(f"[bold red]error[/bold red]: no candidate dump at {candidates}")
         raise _Failure
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(f"blending {new.spec.name} old and new", total=limit)
         try:
             return compute_impact(
