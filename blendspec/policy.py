@@ -1,0 +1,726 @@
+"""DRL-PUT policies: a network from request state to one action of the spec's weight grid.
+
+What lives here and why:
+
+* :class:`ActionGrid` — action id ↔ weight values. Ids are row-major over ``spec.policy_weights``
+  in declaration order (the last declared weight varies fastest), so an id in a log means the
+  same weights to every tool that reads the same spec.
+* :class:`PolicyNet` — an MLP over the (standardised) state features with either one softmax over
+  all K = Π|grid| actions (``heads="joint"``) or one softmax per weight whose log-probabilities
+  add up (``heads="factorised"``): far fewer outputs to learn from sparse logs, at the price of
+  assuming the weights' effects on the reward do not interact.
+* :class:`LearnedPolicy` — a trained network plus what it was trained against (grid, state
+  inputs, spec hash); ``kind="policy_gradient"`` outputs action probabilities, ``kind="value"``
+  outputs per-action reward predictions and acts by argmax.
+* Safe files: :meth:`LearnedPolicy.save` writes tensors and a JSON string only, and
+  :func:`load_policy` reads them with ``torch.load(weights_only=True)`` — a policy file named by a
+  spec is data and can never execute code (DESIGN §2). Loading checks the grid and state sizes
+  against the spec, because a policy silently applied to a different grid would pick wrong
+  weights without any error.
+* :func:`train_policy` — the importance-weighted policy gradient with a baseline and clipped
+  weights (no critic, as the paper argues for sparse, high-variance rewards), seeded, with a
+  validation split and early stopping on SNIPS; ``method="value"`` trains the comparison learner.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from blendspec.model import (
+    BinOp,
+    Call,
+    Const,
+    EpsilonExploration,
+    Neg,
+    Ref,
+    SoftmaxExploration,
+    Spec,
+    UniformExploration,
+)
+
+__all__ = [
+    "ACTION_COLUMN",
+    "PROPENSITY_COLUMN",
+    "REQUEST_ID_COLUMN",
+    "ActionGrid",
+    "LearnedPolicy",
+    "LogData",
+    "PolicyFileError",
+    "PolicyNet",
+    "TrainResult",
+    "apply_exploration",
+    "load_policy",
+    "log_data",
+    "reward_values",
+    "spec_hash",
+    "state_inputs",
+    "train_policy",
+]
+
+REQUEST_ID_COLUMN = "request_id"
+ACTION_COLUMN = "action"
+PROPENSITY_COLUMN = "propensity"
+FILE_FORMAT = "blendspec.policy"
+FILE_VERSION = 1
+
+Heads = Literal["joint", "factorised"]
+Kind = Literal["policy_gradient", "value"]
+
+
+class PolicyFileError(ValueError):
+    """A policy file that cannot be used with this spec (or is not a policy file at all)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Grid, state, spec identity
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionGrid:
+    """The action set: the cartesian product of the policy weights' grids, row-major."""
+
+    names: tuple[str, ...]
+    values: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_spec(cls, spec: Spec) -> ActionGrid:
+        names = spec.policy_weights
+        if not names:
+            raise ValueError(f"spec `{spec.name}` has no weight with `source = policy`")
+        return cls(names, tuple(tuple(spec.weights[n].grid or ()) for n in names))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.values)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def levels(self, actions: np.ndarray) -> np.ndarray:
+        """Grid level per weight, ``[n, W]`` int64."""
+        actions = np.asarray(actions, dtype=np.int64)
+        if actions.size and (actions.min() < 0 or actions.max() >= self.size):
+            raise ValueError(f"action ids must be in [0, {self.size})")
+        return np.stack(np.unravel_index(actions, self.shape), axis=-1).astype(np.int64)
+
+    def decode(self, actions: np.ndarray) -> np.ndarray:
+        """Weight values per action, ``[n, W]`` float64 (columns in ``names`` order)."""
+        lv = self.levels(actions)
+        out = np.empty(lv.shape, dtype=np.float64)
+        for j, vals in enumerate(self.values):
+            out[..., j] = np.asarray(vals, dtype=np.float64)[lv[..., j]]
+        return out
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """The action whose weights are nearest (per weight) to ``values`` ``[n, W]``."""
+        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        levels = [
+            np.abs(values[:, j, None] - np.asarray(v)[None, :]).argmin(axis=1)
+            for j, v in enumerate(self.values)
+        ]
+        return np.ravel_multi_index(tuple(levels), self.shape).astype(np.int64)
+
+    def default_action(self, spec: Spec) -> int:
+        """The grid action nearest to the spec's fixed defaults (the fallback weights)."""
+        return int(self.encode(np.array([[spec.weights[n].default for n in self.names]]))[0])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"weights": list(self.names), "grid": [list(v) for v in self.values]}
+
+
+def state_inputs(spec: Spec) -> tuple[tuple[str, int], ...]:
+    """The policy's state inputs and their sizes, in the order the network concatenates them."""
+    if spec.policy is None:
+        raise ValueError(f"spec `{spec.name}` declares no `policy`")
+    out = []
+    for name in spec.policy.state:
+        declared = spec.inputs.get(name)
+        if declared is None:
+            raise ValueError(f"policy state `{name}` is not a declared input")
+        out.append((name, int(declared.size or 1) if declared.kind == "features" else 1))
+    return tuple(out)
+
+
+def spec_hash(spec: Spec) -> str:
+    """A stable hash of the spec's meaning (not its formatting), recorded in policy files."""
+    text = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Rewards and logs
+# --------------------------------------------------------------------------------------------
+
+
+def _const(expr: Any) -> float:
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Neg):
+        return -_const(expr.operand)
+    raise ValueError("transform parameters in a reward must be numbers")
+
+
+def _eval(expr: Any, columns: Mapping[str, np.ndarray]) -> np.ndarray | float:
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Ref):
+        if expr.name not in columns:
+            raise KeyError(f"the logs have no outcome column `{expr.name}`")
+        return np.asarray(columns[expr.name], dtype=np.float64)
+    if isinstance(expr, Neg):
+        return -_eval(expr.operand, columns)
+    if isinstance(expr, BinOp):
+        left, right = _eval(expr.left, columns), _eval(expr.right, columns)
+        if expr.op == "+":
+            return left + right
+        if expr.op == "-":
+            return left - right
+        if expr.op == "*":
+            return left * right
+        return left / right
+    if isinstance(expr, Call):
+        x = _eval(expr.args[0], columns)
+        if expr.fn == "log1p":
+            return np.log1p(x)
+        if expr.fn == "clip":
+            return np.clip(x, _const(expr.args[1]), _const(expr.args[2]))
+        if expr.fn == "pow":
+            return np.power(x, _const(expr.args[1]))
+        raise ValueError(f"`{expr.fn}` is not supported in a reward (it needs a whole request)")
+    raise TypeError(f"not a reward expression: {expr!r}")
+
+
+def reward_values(spec: Spec, name: str | None, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A declared reward evaluated per logged request (``None``: the policy's own reward)."""
+    if name is None:
+        name = spec.policy.reward if spec.policy is not None else None
+    if name is None:
+        if len(spec.rewards) != 1:
+            raise ValueError("name a reward: the spec's policy declares none")
+        name = next(iter(spec.rewards))
+    if name not in spec.rewards:
+        raise KeyError(f"unknown reward `{name}`; declared: {sorted(spec.rewards)}")
+    n = len(next(iter(columns.values()))) if columns else 0
+    value = _eval(spec.rewards[name], columns)
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
+
+
+@dataclass
+class LogData:
+    """A request-level log as arrays: state ``[n, S]``, action, propensity, reward, outcomes."""
+
+    request_ids: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    propensities: np.ndarray
+    rewards: np.ndarray
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def subset(self, rows: np.ndarray) -> LogData:
+        return LogData(
+            self.request_ids[rows],
+            self.states[rows],
+            self.actions[rows],
+            self.propensities[rows],
+            self.rewards[rows],
+            {k: v[rows] for k, v in self.outcomes.items()},
+        )
+
+
+def _column(table: Any, name: str) -> np.ndarray:
+    import pyarrow as pa
+
+    if isinstance(table, pa.Table):
+        if name not in table.column_names:
+            raise KeyError(f"the logs have no column `{name}`; columns: {table.column_names}")
+        col = table.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            return flat.reshape(len(col), -1)
+        return col.to_numpy(zero_copy_only=False)
+    if name not in table:
+        raise KeyError(f"the logs have no column `{name}`")
+    return np.asarray(table[name])
+
+
+def log_data(spec: Spec, logs: Any, reward: str | None = None) -> LogData:
+    """Read logs (a Parquet path, an Arrow table or a dict of arrays) against the spec.
+
+    The state columns are the spec's policy state inputs; the reward is computed from the outcome
+    columns with the spec's reward expression, so several rewards can be compared on one log.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(logs, str | os.PathLike):
+        logs = pq.read_table(logs)
+    states = []
+    for name, size in state_inputs(spec):
+        x = _column(logs, name).astype(np.float32).reshape(-1, size)
+        states.append(x)
+    actions = _column(logs, ACTION_COLUMN).astype(np.int64)
+    propensities = _column(logs, PROPENSITY_COLUMN).astype(np.float64)
+    n = actions.shape[0]
+    names = logs.column_names if isinstance(logs, pa.Table) else list(logs)
+    outcomes = {k: _column(logs, k).astype(np.float64) for k in spec.outcomes if k in names}
+    rewards = reward_values(spec, reward, outcomes)
+    rid = (
+        _column(logs, REQUEST_ID_COLUMN) if REQUEST_ID_COLUMN in names else np.arange(n).astype(str)
+    )
+    grid = ActionGrid.from_spec(spec)
+    if n and (actions.min() < 0 or actions.max() >= grid.size):
+        raise ValueError(f"logged actions must be in [0, {grid.size}) for this spec's grid")
+    return LogData(rid, np.concatenate(states, axis=1), actions, propensities, rewards, outcomes)
+
+
+# --------------------------------------------------------------------------------------------
+# The network and the policy
+# --------------------------------------------------------------------------------------------
+
+
+class PolicyNet(nn.Module):
+    """MLP over standardised state → ``[B, K]`` scores (log-probabilities, or rewards for
+    ``kind="value"``). Factorised heads score each weight separately and add."""
+
+    def __init__(
+        self,
+        state_size: int,
+        grid_shape: Sequence[int],
+        hidden: Sequence[int] = (64,),
+        heads: Heads = "joint",
+    ) -> None:
+        super().__init__()
+        if heads not in ("joint", "factorised"):
+            raise ValueError("heads must be 'joint' or 'factorised'")
+        self.grid_shape = tuple(int(s) for s in grid_shape)
+        self.heads = heads
+        layers: list[nn.Module] = []
+        width = state_size
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        outputs = sum(self.grid_shape) if heads == "factorised" else int(np.prod(self.grid_shape))
+        self.out = nn.Linear(width, outputs)
+        self.register_buffer("mean", torch.zeros(state_size))
+        self.register_buffer("std", torch.ones(state_size))
+
+    def forward(self, state: Tensor, *, log_softmax: bool = True) -> Tensor:
+        z = self.out(self.body((state - self.mean) / self.std))
+        if self.heads == "joint":
+            return torch.log_softmax(z, dim=-1) if log_softmax else z
+        # Sum of per-weight scores, broadcast to the full grid in row-major order.
+        total = torch.zeros((state.shape[0],) + (1,) * len(self.grid_shape), dtype=z.dtype)
+        start = 0
+        for axis, size in enumerate(self.grid_shape):
+            part = z[:, start : start + size]
+            if log_softmax:
+                part = torch.log_softmax(part, dim=-1)
+            shape = [state.shape[0]] + [1] * len(self.grid_shape)
+            shape[axis + 1] = size
+            total = total + part.reshape(shape)
+            start += size
+        return total.reshape(state.shape[0], -1)
+
+
+@dataclass
+class LearnedPolicy:
+    """A trained network with the grid and state it was trained for."""
+
+    net: PolicyNet
+    grid: ActionGrid
+    state: tuple[tuple[str, int], ...]
+    kind: Kind = "policy_gradient"
+    hidden: tuple[int, ...] = (64,)
+    spec_hash: str = ""
+    reward: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_actions(self) -> int:
+        return self.grid.size
+
+    def _tensor(self, states: np.ndarray | Mapping[str, np.ndarray]) -> Tensor:
+        if isinstance(states, Mapping):
+            parts = [
+                np.asarray(states[n], dtype=np.float32).reshape(-1, size) for n, size in self.state
+            ]
+            states = np.concatenate(parts, axis=1)
+        x = torch.as_tensor(np.asarray(states, dtype=np.float32))
+        expected = sum(size for _, size in self.state)
+        if x.ndim != 2 or x.shape[1] != expected:
+            raise ValueError(f"state must have shape [n, {expected}], got {tuple(x.shape)}")
+        return x
+
+    def scores(self, states: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Raw outputs ``[n, K]``: log-probabilities, or predicted rewards for a value policy."""
+        with torch.no_grad():
+            return self.net(self._tensor(states), log_softmax=self.kind != "value").numpy()
+
+    def probs(
+        self, states: np.ndarray | Mapping[str, np.ndarray], *, greedy: bool = False
+    ) -> np.ndarray:
+        """The action distribution ``[n, K]`` before exploration: the softmax, or with ``greedy``
+        (always for ``value``) the one-hot argmax that serving without exploration applies.
+
+        Evaluate a deployed policy with ``greedy=True``: the softmax puts mass on actions the
+        served argmax never takes, so its value is not the deployed policy's value.
+        """
+        s = self.scores(states).astype(np.float64)
+        if greedy or self.kind == "value":
+            return np.eye(self.n_actions)[s.argmax(axis=1)]
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+    def act(
+        self,
+        states: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        exploration: Any = None,
+        rng: np.random.Generator | int | None = None,
+        sample: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Actions and their propensities under ``exploration`` (a spec exploration or None).
+
+        Without exploration the argmax is taken unless ``sample`` is set; either way the
+        propensity is the probability the serving policy gave the chosen action, so the result
+        can be logged for the next round of off-policy learning.
+        """
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        base = self.probs(states)
+        if isinstance(exploration, SoftmaxExploration) and self.kind != "value":
+            s = self.scores(states) / exploration.temperature
+            base = np.exp(s - s.max(axis=1, keepdims=True))
+            base /= base.sum(axis=1, keepdims=True)
+            p = base
+        else:
+            p = apply_exploration(base, exploration)
+        stochastic = sample or (exploration is not None and exploration.kind != "none")
+        actions = _sample_rows(p, gen) if stochastic else p.argmax(axis=1)
+        return actions, p[np.arange(len(actions)), actions]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "kind": self.kind,
+            "heads": self.net.heads,
+            "hidden": list(self.hidden),
+            **self.grid.to_json(),
+            "state": [{"name": n, "size": s} for n, s in self.state],
+            "spec_hash": self.spec_hash,
+            "reward": self.reward,
+            "info": self.info,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write tensors plus a JSON metadata string, atomically (temp file + rename)."""
+        path = Path(path)
+        payload: dict[str, Any] = {
+            f"param.{k}": v.detach().clone() for k, v in self.net.state_dict().items()
+        }
+        payload["metadata"] = json.dumps(self.metadata(), sort_keys=True)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buffer.getvalue())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def _sample_rows(p: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    cdf = np.cumsum(p, axis=1)
+    u = gen.random((p.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(axis=1), p.shape[1] - 1).astype(np.int64)
+
+
+def apply_exploration(base: np.ndarray, exploration: Any) -> np.ndarray:
+    """Mix a greedy distribution ``[n, K]`` with the spec's exploration (ε-greedy or uniform).
+
+    Softmax temperature needs the policy's scores, so :meth:`LearnedPolicy.act` handles it.
+    """
+    k = base.shape[1]
+    if exploration is None or exploration.kind == "none":
+        return base
+    if isinstance(exploration, UniformExploration):
+        return np.full_like(base, 1.0 / k)
+    if isinstance(exploration, EpsilonExploration):
+        return (1.0 - exploration.epsilon) * base + exploration.epsilon / k
+    if isinstance(exploration, SoftmaxExploration):
+        return base
+    raise ValueError(f"unknown exploration {exploration!r}")
+
+
+def load_policy(path: str | os.PathLike[str], spec: Spec | None = None) -> LearnedPolicy:
+    """Load a policy file without executing code, and check it fits ``spec`` (when given).
+
+    Only tensors and strings are accepted (``weights_only=True``); a pickle with objects fails
+    here, before anything of it runs. A grid or state-size mismatch is a :class:`PolicyFileError`
+    saying what the file expects and what the spec declares. A different spec hash alone is not
+    an error (a spec may change its diversity and keep its policy), it is recorded in ``info``.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PolicyFileError(f"{path}: no such policy file") from None
+    except Exception as error:  # unpickling refused, truncated file, not a torch file
+        raise PolicyFileError(f"{path}: not a blendspec policy file ({error})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("metadata"), str):
+        raise PolicyFileError(f"{path}: not a blendspec policy file (no metadata)")
+    try:
+        meta = json.loads(payload["metadata"])
+    except json.JSONDecodeError as error:
+        raise PolicyFileError(f"{path}: unreadable metadata ({error})") from None
+    if meta.get("format") != FILE_FORMAT or meta.get("version") != FILE_VERSION:
+        raise PolicyFileError(
+            f"{path}: not a blendspec policy file of version {FILE_VERSION} "
+            f"(format {meta.get('format')!r}, version {meta.get('version')!r})"
+        )
+    grid = ActionGrid(
+        tuple(meta["weights"]), tuple(tuple(float(x) for x in v) for v in meta["grid"])
+    )
+    state = tuple((str(s["name"]), int(s["size"])) for s in meta["state"])
+    info = dict(meta.get("info") or {})
+    if spec is not None:
+        _check_against(path, grid, state, spec)
+        current = spec_hash(spec)
+        info["spec_hash_matches"] = current == meta.get("spec_hash")
+    net = PolicyNet(sum(s for _, s in state), grid.shape, tuple(meta["hidden"]), meta["heads"])
+    params = {k[len("param.") :]: v for k, v in payload.items() if k.startswith("param.")}
+    try:
+        net.load_state_dict(params)
+    except RuntimeError as error:
+        raise PolicyFileError(f"{path}: tensors do not match the metadata ({error})") from None
+    net.eval()
+    return LearnedPolicy(
+        net,
+        grid,
+        state,
+        meta["kind"],
+        tuple(meta["hidden"]),
+        meta.get("spec_hash", ""),
+        meta.get("reward"),
+        info,
+    )
+
+
+def _check_against(
+    path: Path, grid: ActionGrid, state: tuple[tuple[str, int], ...], spec: Spec
+) -> None:
+    want = ActionGrid.from_spec(spec)
+    if grid != want:
+        raise PolicyFileError(
+            f"{path}: the policy was trained for the grid {grid.to_json()} but spec "
+            f"`{spec.name}` declares {want.to_json()}; retrain it for this spec"
+        )
+    declared = state_inputs(spec)
+    if state != declared:
+        raise PolicyFileError(
+            f"{path}: the policy reads state {[f'{n}[{s}]' for n, s in state]} but spec "
+            f"`{spec.name}` declares {[f'{n}[{s}]' for n, s in declared]}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """The best policy (by validation SNIPS), and how training went.
+
+    ``validation`` holds every estimator's figure for the softmax policy (what early stopping
+    watched; smooth, many effective samples); ``validation_greedy`` for the argmax policy that
+    serving without exploration applies (the deployed value, but with K actions under uniform
+    logging only about n/K requests match, so its intervals are wide). The validation split
+    chose the epoch, so both are optimistic: judge a policy on fresh logs.
+    """
+
+    policy: LearnedPolicy
+    history: list[dict[str, float]]
+    best_epoch: int
+    validation: dict[str, Any]
+    train_rows: int
+    validation_rows: int
+    validation_greedy: dict[str, Any] = field(default_factory=dict)
+
+
+def _split(n: int, validation: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    n_val = round(n * validation) if validation > 0 else 0
+    n_val = min(max(n_val, 1 if validation > 0 and n > 1 else 0), n - 1) if n > 1 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _snips(policy: LearnedPolicy, data: LogData) -> float:
+    from blendspec.ope import evaluate
+
+    if len(data) == 0:
+        return float("nan")
+    est = evaluate(
+        data.actions,
+        data.rewards,
+        data.propensities,
+        policy.probs(data.states),
+        ("snips",),
+        bootstrap=0,
+    )
+    return est["snips"].value
+
+
+def train_policy(
+    spec: Spec,
+    logs: Any,
+    reward_name: str | None = None,
+    *,
+    method: Literal["pg", "value"] = "pg",
+    heads: Heads = "joint",
+    hidden: Sequence[int] = (64,),
+    epochs: int = 40,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    weight_clip: float = 20.0,
+    entropy: float = 0.01,
+    weight_decay: float = 1e-4,
+    validation: float = 0.2,
+    patience: int = 5,
+    seed: int = 0,
+) -> TrainResult:
+    """Train a policy for ``spec`` from request-level logs (see :func:`log_data`).
+
+    ``method="pg"``: minimise ``−mean(min(π/μ, weight_clip) · (r − b) · log π(a|x))`` with the
+    importance weight held constant (the off-policy REINFORCE estimator of the paper's family) and
+    ``b`` the mean training reward — the baseline cuts the variance that a reward with a large
+    mean (most requests earn something) would add, and the clip bounds what one lucky request
+    can do; a small entropy bonus keeps the softmax from collapsing on early noise.
+    ``method="value"``: regress each logged reward on the logged action's output (one output per
+    action), acting by argmax — the comparison learner.
+
+    Every epoch the validation split's SNIPS estimate of the current policy is computed; the
+    best epoch's weights are kept, and training stops after ``patience`` epochs without
+    improvement. Seeded: the same inputs give the same policy.
+    """
+    if method not in ("pg", "value"):
+        raise ValueError("method must be 'pg' or 'value'")
+    data = logs if isinstance(logs, LogData) else log_data(spec, logs, reward_name)
+    grid = ActionGrid.from_spec(spec)
+    state = state_inputs(spec)
+    if len(data) < 2:
+        raise ValueError("training needs at least 2 logged requests")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_rows, val_rows = _split(len(data), validation, seed)
+    train, val = data.subset(train_rows), data.subset(val_rows)
+    kind: Kind = "policy_gradient" if method == "pg" else "value"
+    net = PolicyNet(train.states.shape[1], grid.shape, tuple(hidden), heads)
+    with torch.no_grad():
+        x = torch.as_tensor(train.states)
+        net.mean.copy_(x.mean(dim=0))
+        net.std.copy_(x.std(dim=0).clamp(min=1e-6) if len(train) > 1 else torch.ones(x.shape[1]))
+    policy = LearnedPolicy(
+        net,
+        grid,
+        state,
+        kind,
+        tuple(hidden),
+        spec_hash(spec),
+        reward_name or (spec.policy.reward if spec.policy else None),
+    )
+    states = torch.as_tensor(train.states)
+    actions = torch.as_tensor(train.actions)
+    mu = torch.as_tensor(train.propensities, dtype=torch.float32)
+    rewards = torch.as_tensor(train.rewards, dtype=torch.float32)
+    baseline = float(rewards.mean())
+    scale = float(rewards.std()) if len(train) > 1 and float(rewards.std()) > 0 else 1.0
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    if kind == "value":
+        with torch.no_grad():
+            net.out.bias.fill_(baseline if heads == "joint" else baseline / len(grid.shape))
+    history: list[dict[str, float]] = []
+    best = (-math.inf, 0, copy.deepcopy(net.state_dict()))
+    stale = 0
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(train), generator=gen)
+        total = 0.0
+        for start in range(0, len(train), batch_size):
+            idx = order[start : start + batch_size]
+            if method == "pg":
+                logp = net(states[idx])
+                chosen = logp.gather(1, actions[idx, None]).squeeze(1)
+                w = (chosen.detach().exp() / mu[idx]).clamp(max=weight_clip)
+                advantage = (rewards[idx] - baseline) / scale
+                loss = -(w * advantage * chosen).mean()
+                if entropy:
+                    loss = loss - entropy * -(logp.exp() * logp).sum(dim=1).mean()
+            else:
+                q = net(states[idx], log_softmax=False).gather(1, actions[idx, None]).squeeze(1)
+                loss = ((q - rewards[idx]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+        net.eval()
+        score = _snips(policy, val) if len(val) else -total
+        history.append({"epoch": epoch, "loss": total / len(train), "val_snips": score})
+        if score > best[0] or epoch == 0:
+            best, stale = (score, epoch, copy.deepcopy(net.state_dict())), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    net.load_state_dict(best[2])
+    net.eval()
+    from blendspec.ope import evaluate
+
+    report: dict[str, Any] = {}
+    greedy_report: dict[str, Any] = {}
+    if len(val):
+        for greedy, out in ((False, report), (True, greedy_report)):
+            est = evaluate(
+                val.actions,
+                val.rewards,
+                val.propensities,
+                policy.probs(val.states, greedy=greedy),
+                bootstrap=200,
+                seed=seed,
+            )
+            out.update({k: v.to_json() for k, v in est.items()})
+    policy.info = {
+        "method": method,
+        "seed": seed,
+        "epochs_run": len(history),
+        "best_epoch": best[1],
+        "train_rows": len(train),
+        "validation_rows": len(val),
+        "validation_snips": best[0],
+    }
+    return TrainResult(policy, history, best[1], report, len(train), len(val), greedy_report)
