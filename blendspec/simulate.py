@@ -57,7 +57,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -1021,17 +1021,15 @@ class DumpInfo:
     rows: int
 
 
-class _Sink:
+class _Sink(Protocol):
     """One output file being written (Parquet or JSON Lines)."""
 
-    def write(self, world: World, requests: Sequence[Request]) -> None:
-        raise NotImplementedError
+    def write(self, world: World, requests: Sequence[Request]) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
 
-class _ParquetSink(_Sink):
+class _ParquetSink:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         import pyarrow.parquet as pq
 
@@ -1051,7 +1049,7 @@ class _ParquetSink(_Sink):
         self._writer.close()
 
 
-class _JsonlSink(_Sink):
+class _JsonlSink:
     def __init__(self, path: Path) -> None:
         self._fh = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed in close()
 
