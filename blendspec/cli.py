@@ -337,6 +337,11 @@ def run_command(
         _stdout().print(f"report → {report}")
 
 
+class Exploration(StrEnum):
+    uniform = "uniform"
+    epsilon = "epsilon"
+
+
 class DumpFormat(StrEnum):
     parquet = "parquet"
     jsonl = "jsonl"
@@ -360,9 +365,37 @@ def simulate(
     shard_rows: Annotated[
         int | None, typer.Option(min=1, help="Write a folder of shards of at most this many rows.")
     ] = None,
+    exploration: Annotated[
+        Exploration | None,
+        typer.Option(help="Write exploration logs for --spec's policy instead of a dump."),
+    ] = None,
+    spec: Annotated[Path | None, typer.Option(help="Spec whose policy grid is explored.")] = None,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="For --exploration epsilon.")
+    ] = 0.1,
 ) -> None:
-    """Write a candidate dump from the simulator (users, items, noisy predictions)."""
+    """Write a candidate dump from the simulator, or (with --exploration) request-level logs of
+    blended slates whose weights a known behaviour policy drew, with propensities and outcomes."""
     from blendspec.simulate import World, write_dump
+
+    if exploration is not None:
+        if spec is None:
+            _fail("--exploration needs --spec (the spec whose policy grid is explored)", EXIT_USAGE)
+        from blendspec.explore import exploration_logs, write_logs
+
+        loaded = _load_or_exit(spec)
+        if not loaded.spec.policy_weights:
+            _fail(f"{spec} has no policy weights to explore", EXIT_FAILED)
+        size_: int | tuple[int, int] = (
+            candidates if min_candidates is None else (min_candidates, candidates)
+        )
+        logs = exploration_logs(
+            loaded, World.default(seed=world_seed), requests, behaviour=exploration.value,
+            epsilon=epsilon, seed=seed, candidates=size_,
+        )  # fmt: skip
+        write_logs(logs, out)
+        _stdout().print(f"wrote exploration logs of {logs.num_rows:,} requests → {out}")
+        return
 
     if min_candidates is not None and min_candidates > candidates:
         _fail("--min-candidates is larger than --candidates", EXIT_USAGE)
@@ -398,6 +431,101 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     _stdout().print(f"slates → {summary.slates_path}")
     if summary.rejects_path:
         _stdout().print(f"rejects → {summary.rejects_path}")
+
+
+policy_app = typer.Typer(help="DRL-PUT: learn per-request utility weights from logs.")
+app.add_typer(policy_app, name="policy")
+
+
+class Method(StrEnum):
+    pg = "pg"
+    value = "value"
+
+
+@policy_app.command("train")
+def policy_train(
+    spec: Annotated[Path, typer.Option(help="Spec with a policy weight source.")],
+    logs: Annotated[Path, typer.Option(help="Request-level logs (Parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write.")],
+    method: Annotated[Method, typer.Option(help="pg (policy gradient) or value.")] = Method.pg,
+    reward: Annotated[
+        str | None, typer.Option(help="Reward to learn (default: the policy's).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a policy from logs; prints its off-policy validation estimates."""
+    from blendspec.policy import train_policy
+
+    loaded = _load_or_exit(spec)
+    if not loaded.spec.policy_weights:
+        _fail(f"{spec} has no policy weights to learn", EXIT_FAILED)
+    try:
+        result = train_policy(
+            loaded.spec, str(logs), reward, method=method.value, epochs=epochs, seed=seed
+        )
+    except (ValueError, KeyError, OSError) as error:
+        _fail(f"cannot train from {logs}: {error}")
+    result.policy.save(out)
+    _estimates_table(
+        f"validation ({result.validation_rows:,} requests, best epoch {result.best_epoch})",
+        result.validation,
+    )
+    _stdout().print(f"policy → {out}")
+
+
+@policy_app.command("eval")
+def policy_eval(
+    spec: Annotated[Path, typer.Option(help="Spec the policy belongs to.")],
+    logs: Annotated[Path, typer.Option(help="Request-level logs (Parquet).")],
+    policy: Annotated[Path, typer.Option(help="Policy file.")],
+    reward: Annotated[
+        str | None, typer.Option(help="Reward to evaluate (default: the policy's).")
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json")
+    ] = OutputFormat.text,
+) -> None:
+    """Off-policy estimates (replay, IPS, SNIPS, DR) of the policy's greedy action on logs."""
+    from blendspec.ope import evaluate
+    from blendspec.policy import PolicyFileError, load_policy, log_data
+
+    loaded = _load_or_exit(spec)
+    try:
+        learned = load_policy(policy, loaded.spec)
+        data = log_data(loaded.spec, str(logs), reward)
+    except PolicyFileError as error:
+        _fail(str(error))
+    except (ValueError, KeyError, OSError) as error:
+        _fail(f"cannot read {logs}: {error}")
+    estimates = evaluate(
+        data.actions, data.rewards, data.propensities, learned.probs(data.states, greedy=True)
+    )
+    if output is OutputFormat.json:
+        sys.stdout.write(
+            json.dumps({k: e.to_json() for k, e in estimates.items()}, indent=2) + "\n"
+        )
+    else:
+        _estimates_table(f"{policy} on {len(data.rewards):,} logged requests", estimates)
+
+
+def _estimates_table(title: str, estimates: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    table = Table(title=escape(title), header_style="bold")
+    for column in ("estimator", "value", "95% interval", "effective n", "note"):
+        table.add_column(column, justify="left" if column in ("estimator", "note") else "right")
+    for name, estimate in estimates.items():
+        # Training reports estimates as plain data (Estimate.to_json()); evaluation as Estimates.
+        e = estimate if isinstance(estimate, dict) else estimate.to_json()
+        table.add_row(
+            name,
+            f"{e['value']:.4g}",
+            f"[{e['low']:.4g}, {e['high']:.4g}]",
+            f"{e['n_effective']:,.0f}",
+            escape(str(e["warning"] or e["flag"] or "")),
+        )
+    _stdout().print(table)
 
 
 def _register_diff() -> None:
