@@ -147,14 +147,17 @@ def workspace(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """
     if torch.compiler.is_compiling():
         return torch.empty(shape, dtype=dtype)
-    cache: dict[tuple[str, torch.dtype], Tensor] | None = getattr(_WORKSPACE, "buffers", None)
+    cache: dict[tuple[str, torch.dtype, bool], Tensor] | None = getattr(_WORKSPACE, "buffers", None)
     if cache is None:
         cache = _WORKSPACE.buffers = {}
     numel = math.prod(shape)
-    buf = cache.get((name, dtype))
+    # A buffer allocated under inference_mode is an inference tensor and may not be updated in
+    # place outside it (blend run uses inference_mode, library callers may not): one set per mode.
+    key = (name, dtype, torch.is_inference_mode_enabled())
+    buf = cache.get(key)
     if buf is None or buf.numel() < numel:
         buf = torch.empty(numel, dtype=dtype)
-        cache[(name, dtype)] = buf
+        cache[key] = buf
     return buf[:numel].view(shape)
 
 
