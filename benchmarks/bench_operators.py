@@ -5,6 +5,11 @@ Run from the repository root::
     python -m benchmarks.bench_operators            # full grid, N in {100, 500, 2000} x B in {1, 8, 64}
     python -m benchmarks.bench_operators --quick    # N=500, B in {8, 64}, one repetition
     python -m benchmarks.bench_operators --threads 1  # both sides pinned to one thread
+    python -m benchmarks.bench_operators --quick --ops ssd   # one operator
+    python -m benchmarks.bench_operators --trace-only --repeat 5   # only the trace comparison
+
+After the grid, a second table times each operator with its per-step trace off and on (N=500),
+with the same inputs, and checks that the selections are identical either way.
 
 For each operator it prints requests/s of the torch operator and of a per-request numpy baseline
 on the same float32 inputs, the ratio, whether the selections are identical (requests with the
@@ -185,13 +190,13 @@ def make_inputs(op: str, n: int, batch: int, seed: int) -> Inputs:
     return Inputs(normalize_relevance(utility, mask, "zscore"), mask, phi)
 
 
-def run_torch(op: str, x: Inputs) -> torch.Tensor:
+def run_torch(op: str, x: Inputs, trace: bool = False) -> torch.Tensor:
     if op == "ssd":
-        sel = ssd(x.relevance, x.phi, x.mask, None, slate_length=T, **SSD_PARAMS)
+        sel = ssd(x.relevance, x.phi, x.mask, None, slate_length=T, trace=trace, **SSD_PARAMS)
     elif op == "dpp":
-        sel = dpp(x.relevance, x.phi, x.mask, None, slate_length=T, **DPP_PARAMS)
+        sel = dpp(x.relevance, x.phi, x.mask, None, slate_length=T, trace=trace, **DPP_PARAMS)
     else:
-        sel = mmr(x.relevance, x.phi, x.mask, None, slate_length=T, **MMR_PARAMS)
+        sel = mmr(x.relevance, x.phi, x.mask, None, slate_length=T, trace=trace, **MMR_PARAMS)
     return sel.indices
 
 
@@ -263,6 +268,42 @@ def matvec_floor(n: int, d: int) -> float:
     return best
 
 
+def trace_table(ops: list[str], n: int, batches: list[int], repeat: int) -> None:
+    """Trace off vs on (``trace=True`` keeps every candidate's score terms at every step, for
+    ``blend explain``). With the trace off the operators skip every trace record (one Python
+    test per step), so the off column is the operator's cost as in the grid above; the ratio is
+    what a traced request pays; the selections must be identical. Off and on are timed
+    interleaved, best of ``repeat`` each, so that drift on a shared machine hits both."""
+    header = (
+        f"{'op':<4} {'N':>5} {'B':>3} {'trace off ms/req':>17} {'trace on ms/req':>16} "
+        f"{'on/off':>7} {'same':>7}"
+    )
+    print()
+    print(f"trace: off vs on (best of {repeat}, interleaved)")
+    print(header)
+    print("-" * len(header))
+    for op in ops:
+        for batch in batches:
+            x = make_inputs(op, n, batch, seed=n * 1000 + batch)
+            off_idx = run_torch(op, x)  # warm-up
+            on_idx = run_torch(op, x, trace=True)
+            best = {False: float("inf"), True: float("inf")}
+            for _ in range(repeat):
+                for trace in (False, True):
+                    if IDLE["wait"] and not wait_idle():
+                        IDLE["busy_cells"] += 1
+                    start = time.perf_counter()
+                    run_torch(op, x, trace=trace)
+                    best[trace] = min(best[trace], time.perf_counter() - start)
+            same = int((off_idx == on_idx).all(1).sum())
+            print(
+                f"{op:<4} {n:>5} {batch:>3} {best[False] / batch * 1e3:>17.3f} "
+                f"{best[True] / batch * 1e3:>16.3f} {best[True] / best[False]:>6.2f}x "
+                f"{same:>3}/{batch:<3}",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=500, B in {8, 64}, 1 repetition")
@@ -273,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         "--wait-idle",
         action="store_true",
         help="before each timed run, wait (up to 2 min) until other processes are idle",
+    )
+    trace = parser.add_mutually_exclusive_group()
+    trace.add_argument(
+        "--no-trace", action="store_true", help="skip the trace off vs on comparison (N=500)"
+    )
+    trace.add_argument(
+        "--trace-only", action="store_true", help="only the trace off vs on comparison"
     )
     args = parser.parse_args(argv)
     IDLE["wait"] = args.wait_idle
@@ -294,9 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'op':<4} {'N':>5} {'B':>3} {'torch req/s':>12} {'numpy req/s':>12} {'ratio':>7} "
         f"{'same':>7} {'torch ms/req':>13} {'floor ms/req':>13} {'x floor':>8}"
     )
-    print(header)
-    print("-" * len(header))
-    for op in ops:
+    if not args.trace_only:
+        print(header)
+        print("-" * len(header))
+    for op in ops if not args.trace_only else []:
         for n in sizes:
             d_floor = DIMS[op] + (1 if op == "ssd" else 0)
             floor = T * matvec_floor(n, d_floor)
@@ -316,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{floor * 1e3:>13.3f} {per_req / floor:>7.1f}x",
                     flush=True,
                 )
+    if not args.no_trace:
+        trace_table(ops, 500, [1, 8] if args.quick else [1, 8, 64], max(repeat, 3))
     if args.wait_idle:
         print(f"timed runs that could not wait for an idle machine: {IDLE['busy_cells']}")
     return 0

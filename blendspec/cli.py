@@ -289,6 +289,7 @@ def run_command(
 
     from blendspec.dump import DumpError
     from blendspec.lower import MissingLowering
+    from blendspec.policy import PolicyFileError
     from blendspec.run import BadRequestError, run, write_metrics
 
     loaded = _load_or_exit(spec)
@@ -324,7 +325,7 @@ def run_command(
                 f"bad {error}",
                 help="pass --on-bad-request skip to write such requests to a rejects file",
             )
-        except (DumpError, MissingLowering) as error:
+        except (DumpError, MissingLowering, PolicyFileError) as error:
             _fail(str(error))
         except ValueError as error:
             _fail(str(error), EXIT_USAGE)
@@ -424,6 +425,8 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     table.add_row("rejected", f"{summary.requests_rejected:,}")
     table.add_row("empty slates", f"{summary.empty_slates:,}")
     table.add_row("slots filled", f"{summary.slots:,}")
+    if summary.policy_fallbacks is not None:
+        table.add_row("policy fallbacks", f"{summary.policy_fallbacks:,}")
     table.add_row("requests/s", f"{summary.requests_per_second:,.1f}")
     for name, value in summary.metrics.items():
         table.add_row(escape(name), f"{value:.4g}")
@@ -440,6 +443,7 @@ app.add_typer(policy_app, name="policy")
 class Method(StrEnum):
     pg = "pg"
     value = "value"
+    model = "model"
 
 
 @policy_app.command("train")
@@ -447,12 +451,17 @@ def policy_train(
     spec: Annotated[Path, typer.Option(help="Spec with a policy weight source.")],
     logs: Annotated[Path, typer.Option(help="Request-level logs (Parquet).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write.")],
-    method: Annotated[Method, typer.Option(help="pg (policy gradient) or value.")] = Method.pg,
+    method: Annotated[
+        Method, typer.Option(help="pg (policy gradient), value, or model (reward model).")
+    ] = Method.pg,
     reward: Annotated[
         str | None, typer.Option(help="Reward to learn (default: the policy's).")
     ] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     seed: Annotated[int, typer.Option()] = 0,
+    nproc: Annotated[
+        int, typer.Option(min=1, help="Train with DistributedDataParallel in N local processes.")
+    ] = 1,
 ) -> None:
     """Train a policy from logs; prints its off-policy validation estimates."""
     from blendspec.policy import train_policy
@@ -462,8 +471,9 @@ def policy_train(
         _fail(f"{spec} has no policy weights to learn", EXIT_FAILED)
     try:
         result = train_policy(
-            loaded.spec, str(logs), reward, method=method.value, epochs=epochs, seed=seed
-        )
+            loaded.spec, str(logs), reward, method=method.value, epochs=epochs, seed=seed,
+            nproc=nproc,
+        )  # fmt: skip
     except (ValueError, KeyError, OSError) as error:
         _fail(f"cannot train from {logs}: {error}")
     result.policy.save(out)
@@ -528,6 +538,15 @@ def _estimates_table(title: str, estimates: dict) -> None:  # type: ignore[type-
     _stdout().print(table)
 
 
+def _register_policy_report() -> None:
+    from blendspec.policy_report import report_command
+
+    policy_app.command("report")(report_command)
+
+
+_register_policy_report()
+
+
 def _register_diff() -> None:
     from blendspec.diff import diff_command
 
@@ -535,6 +554,24 @@ def _register_diff() -> None:
 
 
 _register_diff()
+
+
+def _register_explain() -> None:
+    from blendspec.explain import explain_command
+
+    app.command("explain")(explain_command)
+
+
+_register_explain()
+
+
+def _register_export() -> None:
+    from blendspec.export import export_command
+
+    app.command("export")(export_command)
+
+
+_register_export()
 
 
 def write_atomic(path: Path, text: str) -> None:

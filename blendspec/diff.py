@@ -2080,6 +2080,7 @@ def _impact(
     from blendspec.console import progress_bar
     from blendspec.dump import DumpError
     from blendspec.lower import MissingLowering
+    from blendspec.policy import PolicyFileError
 
     console = _stderr()
     if not candidates.exists():
@@ -2092,7 +2093,7 @@ def _impact(
                 old, new, candidates, renames=renames, limit=limit, batch_size=batch_size,
                 top=top, seed=seed, progress=lambda n: bar.advance(task, n),
             )  # fmt: skip
-        except (DumpError, MissingLowering) as error:
+        except (DumpError, MissingLowering, PolicyFileError) as error:
             console.print(f"[bold red]error[/bold red]: {error}")
             raise _Failure from None
 

@@ -13,11 +13,18 @@ input key :data:`WEIGHTS_KEY` (``"@weights"``; ``@`` cannot start a declared inp
 cannot collide). The same mechanism evaluates any policy or fixed weights on-policy
 (:func:`evaluate_on_policy`), using the simulator's exact expected outcomes, which is the ground
 truth that off-policy estimates are checked against.
+
+:func:`grid_values` serves held-out requests under *every* action of the grid (the exhaustive
+search for the best fixed weights, and the per-segment and per-request oracles) without paying
+for it a thousand times over: the similarity feature map is built once per request and reused
+across actions, many (request, action) rows are blended per graph call, and the expected outcomes
+are computed vectorised (:func:`expected_outcomes`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +39,7 @@ from torch import Tensor
 from blendspec.compile import compile_graph
 from blendspec.graph import Node
 from blendspec.loader import LoadedSpec
-from blendspec.lower import BlendModule, TorchLowering
+from blendspec.lower import BlendModule, PolicyDecision, PolicyRuntime, TorchLowering
 from blendspec.model import Spec
 from blendspec.policy import (
     ACTION_COLUMN,
@@ -46,12 +53,17 @@ from blendspec.policy import (
 from blendspec.simulate import OUTCOMES, Request, World
 
 __all__ = [
+    "FEATURES_KEY",
     "WEIGHTS_KEY",
     "Blender",
+    "GridValues",
     "OnPolicyResult",
     "WeightsLowering",
     "evaluate_on_policy",
+    "expected_outcomes",
     "exploration_logs",
+    "grid_values",
+    "simulated_states",
     "write_logs",
 ]
 
@@ -65,8 +77,10 @@ Chooser = Callable[[np.ndarray], np.ndarray]
 class WeightsLowering(TorchLowering):
     """Every weight read from the batch's ``@weights`` tensor when present, else as compiled."""
 
-    def __init__(self, slate_length: int, weight_names: Sequence[str]) -> None:
-        super().__init__(slate_length)
+    def __init__(
+        self, slate_length: int, weight_names: Sequence[str], policy: PolicyRuntime | None = None
+    ) -> None:
+        super().__init__(slate_length, policy)
         self.column = {name: i for i, name in enumerate(weight_names)}
 
     def _given(self, node: Node, batch: dict[str, Tensor]) -> Tensor | None:
@@ -83,10 +97,19 @@ class WeightsLowering(TorchLowering):
 
     def visit_policy(
         self, node: Node, args: Sequence[Any], batch: dict[str, Tensor], mask: Tensor
-    ) -> Tensor:
-        if WEIGHTS_KEY in batch:  # the caller chose the action; the node only carries the grid
-            return torch.full((mask.shape[0],), -1, dtype=torch.int64)
-        return super().visit_policy(node, args, batch, mask)
+    ) -> PolicyDecision:
+        weights = batch.get(WEIGHTS_KEY)
+        if weights is None:
+            return super().visit_policy(node, args, batch, mask)
+        # The caller chose the weights; the node only carries the grid, so no action is known.
+        b = mask.shape[0]
+        columns = [self.column[name] for name in node.attrs["weights"]]
+        return PolicyDecision(
+            action=torch.full((b,), -1, dtype=torch.int64),
+            propensity=torch.ones(b, dtype=torch.float32),
+            fallback=torch.zeros(b, dtype=torch.bool),
+            weights=weights[:, columns].to(torch.float32),
+        )
 
     def visit_policy_weight(
         self, node: Node, args: Sequence[Any], batch: dict[str, Tensor], mask: Tensor
@@ -372,4 +395,279 @@ def evaluate_on_policy(
         },
         outcomes={o: float(np.mean(v)) if v else float("nan") for o, v in totals.items()},
         actions=np.concatenate(chosen) if chosen else np.zeros(0, np.int64),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Exhaustive on-policy evaluation over the action grid
+# --------------------------------------------------------------------------------------------
+
+FEATURES_KEY = "@feature_map"
+"""Reserved input key: a precomputed similarity feature map ``[B, N, D]`` (see _CachedLowering)."""
+
+
+class _CachedLowering(WeightsLowering):
+    """:class:`WeightsLowering` that takes the similarity feature map from the batch when given.
+
+    The feature map depends on the request only, never on the weights, so when one request is
+    blended under many actions it is computed once and repeated rather than re-normalising the
+    embeddings for every action (that normalisation is over half the cost of an MMR blend).
+    """
+
+    def visit_feature_map(self, node: Node, args: Sequence[Any], *rest: Any) -> Tensor:
+        batch = rest[0] if rest else {}
+        given = batch.get(FEATURES_KEY) if isinstance(batch, dict) else None
+        return given if given is not None else super().visit_feature_map(node, args, *rest)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def expected_outcomes(
+    world: World, requests: Sequence[Request], positions: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Expected outcome totals per slate, for many slates at once: ``{outcome: [B]}``.
+
+    ``positions`` ``[B, T]`` are candidate *positions* within each request (what the blending
+    graph returns as ``indices``), ``-1`` padding at the end of a short slate; ``requests[b]`` is
+    the request of row ``b`` (a request may repeat, one row per action). The same response model
+    as :meth:`World.expected` (the test suite checks it slate by slate), vectorised over the
+    batch: an exhaustive grid search needs millions of slates and a per-slate Python call would
+    cost more than the blending itself.
+    """
+    pos = np.asarray(positions, dtype=np.int64)
+    b, t = pos.shape
+    if b == 0:
+        return {o: np.zeros(0) for o in OUTCOMES}
+    valid = pos >= 0
+    safe = np.where(valid, pos, 0)
+    rc = world.config.response
+    style = world._style
+    seg = np.array([r.segment for r in requests], dtype=np.int64)
+    st = {k: v[seg][:, None] for k, v in style.items()}
+    depth = np.array([r.session_depth for r in requests])[:, None]
+    # Gather per-slot logits and item ids request by request (ragged candidate sets).
+    logits = np.empty((5, b, t))
+    ids = np.empty((b, t), dtype=np.int64)
+    for i, r in enumerate(requests):
+        logits[:, i] = r.logits[:, safe[i]]
+        ids[i] = r.candidate_ids[safe[i]]
+    click, long_, save, hide, conv = logits
+    topic = world.item_topic[ids]
+    parent = world.topic_parent[topic]
+    vis = world.visual[ids]
+    qr = world.quality_risk[ids].astype(np.float64)
+    bf = world.beauty_filter[ids].astype(np.float64)
+    fatigue = np.zeros((b, t))
+    cluster = np.zeros((b, t))
+    for d in range(1, min(max(rc.fatigue_window, rc.sensitive_window), t - 1) + 1):
+        if d <= rc.fatigue_window:
+            same = topic[:, d:] == topic[:, :-d]
+            sibling = (parent[:, d:] == parent[:, :-d]) & ~same
+            cos = np.einsum("btj,btj->bt", vis[:, d:], vis[:, :-d])
+            dup = np.clip((cos - rc.duplicate_cosine) / (1.0 - rc.duplicate_cosine), 0.0, 1.0)
+            fatigue[:, d:] += (
+                same + rc.super_topic_fatigue * sibling + rc.duplicate_fatigue * dup
+            ) / d
+        if d <= rc.sensitive_window:
+            cluster[:, d:] += (qr[:, d:] * qr[:, :-d] + bf[:, d:] * bf[:, :-d]) / d
+    fatigue *= 0.5 + rc.session_fatigue * depth
+    # Earlier occurrences of the same topic anywhere above (a T x T lower-triangular count).
+    same_topic = topic[:, :, None] == topic[:, None, :]
+    earlier = np.tril(same_topic, k=-1).sum(axis=2).astype(np.float64)
+    satiation = np.log1p(earlier)
+    k = np.arange(t)[None, :]
+    click = (
+        click
+        - st["fatigue_click"] * fatigue
+        - st["satiation"] * satiation
+        - st["sensitive_engagement"] * cluster
+    )
+    long_ = (
+        long_
+        - st["fatigue_long"] * fatigue
+        - st["satiation"] * satiation
+        - st["sensitive_engagement"] * cluster
+    )
+    save = save - 0.5 * st["fatigue_click"] * fatigue
+    hide = (
+        hide
+        + st["fatigue_hide"] * fatigue
+        + st["sensitive_hide"] * cluster
+        + rc.blocked_hide * world.blocked[ids]
+    )
+    exam = (1.0 + k / st["patience"]) ** -rc.position_power
+    p_hide = exam * _sigmoid(hide)
+    p_click = exam * (1.0 - _sigmoid(hide)) * _sigmoid(click)
+    per_slot = {
+        "click": p_click,
+        "long_click": p_click * _sigmoid(long_),
+        "save": p_click * _sigmoid(save),
+        "hide": p_hide,
+        "conversion": p_click * _sigmoid(conv),
+        "revenue": p_click * world.bid[ids].astype(np.float64),
+    }
+    return {o: np.where(valid, v, 0.0).sum(axis=1) for o, v in per_slot.items()}
+
+
+@dataclass(frozen=True)
+class GridValues:
+    """Exact expected outcome totals of every (held-out request, action) pair.
+
+    ``outcomes[name]`` is ``[R, A]`` (request ``r`` served with action ``actions[a]``). Any
+    policy — fixed weights, a per-segment oracle, a learned network — is evaluated on these
+    requests by looking up its action per request, so every comparison is paired: the same
+    requests, the same candidate sets, the same exact expectations.
+    """
+
+    actions: np.ndarray
+    outcomes: dict[str, np.ndarray]
+    segments: np.ndarray
+    states: np.ndarray
+    segment_names: tuple[str, ...]
+    seconds: float
+
+    @property
+    def requests(self) -> int:
+        return int(self.segments.shape[0])
+
+    def rewards(self, spec: Spec, reward: str | None = None) -> np.ndarray:
+        """The declared reward per (request, action), ``[R, A]``."""
+        shape = next(iter(self.outcomes.values())).shape
+        flat = {k: v.reshape(-1) for k, v in self.outcomes.items()}
+        return reward_values(spec, reward, flat).reshape(shape)
+
+    def column(self, action_ids: np.ndarray) -> np.ndarray:
+        """Column index of each action id (ids must be among ``actions``)."""
+        lookup = np.full(int(self.actions.max()) + 1, -1, dtype=np.int64)
+        lookup[self.actions] = np.arange(self.actions.size)
+        cols = lookup[np.asarray(action_ids, dtype=np.int64)]
+        if (cols < 0).any():
+            raise ValueError("an action was not evaluated in this grid")
+        return cols
+
+    def serve(self, action_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-request outcome totals when request ``r`` gets ``action_ids[r]``."""
+        rows = np.arange(self.requests)
+        cols = self.column(np.broadcast_to(action_ids, (self.requests,)))
+        return {k: v[rows, cols] for k, v in self.outcomes.items()}
+
+
+def grid_values(
+    loaded: LoadedSpec,
+    world: World,
+    requests: int,
+    *,
+    actions: np.ndarray | None = None,
+    seed: int = 1,
+    start: int = 0,
+    candidates: int | tuple[int, int] = 200,
+    request_chunk: int = 32,
+    batch_rows: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+) -> GridValues:
+    """Serve each of ``requests`` held-out requests with every action (default: the whole grid).
+
+    Efficient by construction: requests are generated once, their padded inputs and similarity
+    feature map are built once per chunk of ``request_chunk`` requests and repeated across
+    actions, ``batch_rows`` (request, action) rows are blended per graph call, and the expected
+    outcomes of all those slates are computed vectorised (:func:`expected_outcomes`).
+    """
+    spec = loaded.spec
+    grid = ActionGrid.from_spec(spec)
+    action_ids = np.arange(grid.size) if actions is None else np.asarray(actions, np.int64)
+    blender = Blender(loaded, world)
+    module = BlendModule(
+        blender.module.graph,
+        _CachedLowering(blender.module.lowering.slate_length, blender.weight_names),
+    )
+    fmap_node = next((n for n in module.graph.nodes if n.op == "feature_map"), None)
+    full = blender.full_weights(grid.decode(action_ids)).astype(np.float32)
+    n_act = action_ids.size
+    outcomes = {o: np.zeros((requests, n_act)) for o in OUTCOMES}
+    segments = np.zeros(requests, dtype=np.int64)
+    states: list[np.ndarray] = []
+    began = time.perf_counter()
+    done = 0
+    for chunk in _batches(
+        world, requests, seed=seed, start=start, candidates=candidates, batch_size=request_chunk
+    ):
+        states.append(_states(spec, chunk))
+        segments[done : done + len(chunk)] = [r.segment for r in chunk]
+        mask, inputs = blender.inputs(chunk)
+        if fmap_node is not None:
+            inputs[FEATURES_KEY] = _feature_map(module, fmap_node, mask, inputs)
+        c = len(chunk)
+        per_call = max(1, batch_rows // c)  # actions per graph call
+        for a0 in range(0, n_act, per_call):
+            a1 = min(n_act, a0 + per_call)
+            reps = a1 - a0
+            # Rows are action-major: row = (a - a0) * c + request.
+            batch = {k: v.repeat(reps, *([1] * (v.ndim - 1))) for k, v in inputs.items()}
+            batch[WEIGHTS_KEY] = torch.from_numpy(np.repeat(full[a0:a1], c, axis=0))
+            with torch.inference_mode():
+                out = module(mask.repeat(reps, 1), batch)
+            totals = expected_outcomes(world, chunk * reps, out["indices"].numpy())
+            for o, v in totals.items():
+                outcomes[o][done : done + c, a0:a1] = v.reshape(reps, c).T
+        done += c
+        if progress is not None:
+            progress(done, requests)
+    state = (
+        np.concatenate(states)
+        if states
+        else np.zeros((0, sum(s for _, s in state_inputs(spec))), np.float32)
+    )
+    return GridValues(
+        actions=action_ids,
+        outcomes=outcomes,
+        segments=segments,
+        states=state,
+        segment_names=world.segment_names,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _feature_map(
+    module: BlendModule, node: Node, mask: Tensor, inputs: dict[str, Tensor]
+) -> Tensor:
+    """Run the graph up to the feature-map node (its inputs only) and return its value."""
+    graph = module.graph
+    needed: set[int] = set()
+    stack = [node.id]
+    while stack:
+        i = stack.pop()
+        if i not in needed:
+            needed.add(i)
+            stack.extend(graph.nodes[i].inputs)
+    values: dict[int, Any] = {}
+    with torch.inference_mode():
+        for n, visitor in zip(graph.nodes, module._visitors, strict=True):
+            if n.id in needed:
+                values[n.id] = visitor(n, [values[i] for i in n.inputs], inputs, mask)
+    return values[node.id]
+
+
+def simulated_states(
+    loaded: LoadedSpec,
+    world: World,
+    requests: int,
+    *,
+    seed: int = 1,
+    start: int = 0,
+    candidates: int | tuple[int, int] = 200,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Policy states, true segments and segment names of held-out simulator requests."""
+    states, segments = [], []
+    for batch in _batches(
+        world, requests, seed=seed, start=start, candidates=candidates, batch_size=256
+    ):
+        states.append(_states(loaded.spec, batch))
+        segments += [r.segment for r in batch]
+    width = sum(s for _, s in state_inputs(loaded.spec))
+    return (
+        np.concatenate(states) if states else np.zeros((0, width), np.float32),
+        np.asarray(segments, dtype=np.int64),
+        world.segment_names,
     )

@@ -596,12 +596,320 @@ def _snips(policy: LearnedPolicy, data: LogData) -> float:
     return est["snips"].value
 
 
+def state_baseline(states: np.ndarray, rewards: np.ndarray, ridge: float = 1.0) -> np.ndarray:
+    """Ridge regression of the reward on the (standardised) state: a per-request baseline.
+
+    Under uniform logging the action is independent of the state, so ``E[r | x]`` is a valid
+    baseline (it does not bias the gradient) and it removes the part of the reward that
+    depends on *who* the user is rather than on the weights: a heavy clicker earns more under
+    every action, which with a constant baseline reads as "every action this user got was
+    good" and drowns the per-action signal in the segments' different base rates.
+    """
+    x = np.asarray(states, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    if x.shape[0] == 0:
+        return np.zeros(0)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    z = np.concatenate([(x - mean) / np.where(std > 0, std, 1.0), np.ones((len(x), 1))], axis=1)
+    penalty = ridge * np.eye(z.shape[1])
+    penalty[-1, -1] = 0.0  # no shrinkage of the intercept
+    beta = np.linalg.solve(z.T @ z + penalty, z.T @ r)
+    return z @ beta
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Hyper-parameters of the optimisation loop, shared by every process of a DDP run."""
+
+    method: Literal["pg", "value"]
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_clip: float
+    entropy: float
+    weight_decay: float
+    patience: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """Training rows as plain arrays (what a worker process receives)."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    propensities: np.ndarray
+    rewards: np.ndarray
+    advantages: np.ndarray
+
+
+def _fit(
+    net: nn.Module,
+    module: PolicyNet,
+    train: _Arrays,
+    score: Any,
+    fit: _Fit,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[list[dict[str, float]], int, float, dict[str, Tensor]]:
+    """The optimisation loop; ``net`` is ``module`` itself or its DistributedDataParallel wrap.
+
+    Every global minibatch is drawn from one seeded permutation that all processes share; rank
+    ``r`` takes its contiguous slice of it. Each process's loss is its *sum* over its rows times
+    ``world_size / len(batch)``, so DDP's gradient average equals the single-process gradient of
+    the whole minibatch's mean (up to floating-point summation order) even when the last batch
+    does not divide evenly. ``score(module)`` is the validation figure early stopping watches
+    (None: the epoch's negative training loss instead); every process computes it on identical
+    parameters, so all stop at the same epoch.
+    """
+    gen = torch.Generator().manual_seed(fit.seed)
+    states = torch.as_tensor(train.states)
+    actions = torch.as_tensor(train.actions)
+    mu = torch.as_tensor(train.propensities, dtype=torch.float32)
+    rewards = torch.as_tensor(train.rewards, dtype=torch.float32)
+    advantages = torch.as_tensor(train.advantages, dtype=torch.float32)
+    n = len(train.actions)
+    optimiser = torch.optim.Adam(module.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
+    history: list[dict[str, float]] = []
+    best = (-math.inf, 0, copy.deepcopy(module.state_dict()))
+    stale = 0
+    for epoch in range(fit.epochs):
+        net.train()
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, fit.batch_size):
+            batch = order[start : start + fit.batch_size]
+            share = len(batch) / world_size
+            idx = batch[round(rank * share) : round((rank + 1) * share)]
+            scale = world_size / len(batch)
+            if fit.method == "pg":
+                logp = net(states[idx])
+                chosen = logp.gather(1, actions[idx, None]).squeeze(1)
+                w = (chosen.detach().exp() / mu[idx]).clamp(max=fit.weight_clip)
+                loss = -scale * (w * advantages[idx] * chosen).sum()
+                if fit.entropy:
+                    loss = loss - fit.entropy * scale * -(logp.exp() * logp).sum()
+            else:
+                q = net(states[idx], log_softmax=False).gather(1, actions[idx, None]).squeeze(1)
+                loss = scale * ((q - rewards[idx]) ** 2).sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch) / world_size
+        if world_size > 1:  # each process summed only its own rows
+            import torch.distributed as dist
+
+            summed = torch.tensor([total], dtype=torch.float64)
+            dist.all_reduce(summed)
+            total = float(summed)
+        net.eval()
+        value = score(module)
+        if value is None:
+            value = -total / n
+        history.append({"epoch": epoch, "loss": total / n, "val_snips": value})
+        if value > best[0] or epoch == 0:
+            best, stale = (value, epoch, copy.deepcopy(module.state_dict())), 0
+        else:
+            stale += 1
+            if stale >= fit.patience:
+                break
+    return history, best[1], best[0], best[2]
+
+
+class _RewardModel(nn.Module):
+    """``q(x, a)``: one hidden ReLU layer over the standardised state and the action's levels.
+
+    The action enters as one one-hot block per weight, so what is learnt about ``w_ctr = 2``
+    from one action carries over to every other action with that level: with a 1,000-action
+    grid each action is logged a few hundred times in 200k requests, but each *level* 20k times.
+    The first layer is split (state part + action part) so that scoring a batch of states under
+    every action is one broadcast add, not a 1,000-fold copy of the states (and one hidden
+    layer keeps that ``[B, K, hidden]`` pass cheap enough to distil from).
+    """
+
+    def __init__(self, state_size: int, grid_shape: Sequence[int], hidden: int = 128) -> None:
+        super().__init__()
+        self.grid_shape = tuple(int(s) for s in grid_shape)
+        self.state_in = nn.Linear(state_size, hidden)
+        self.action_in = nn.Linear(sum(self.grid_shape), hidden, bias=False)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, 1))
+        levels = np.stack(
+            np.unravel_index(np.arange(int(np.prod(self.grid_shape))), self.grid_shape), 1
+        )
+        self.register_buffer("all_actions", self._one_hot(torch.as_tensor(levels)))
+
+    def _one_hot(self, levels: Tensor) -> Tensor:
+        parts = [
+            nn.functional.one_hot(levels[:, j], size).to(torch.float32)
+            for j, size in enumerate(self.grid_shape)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, z: Tensor, actions: Tensor) -> Tensor:
+        """Predicted reward of each row's logged action, ``[B]``."""
+        a = self.all_actions[actions]
+        return self.out(self.state_in(z) + self.action_in(a)).squeeze(-1)
+
+    def all(self, z: Tensor) -> Tensor:
+        """Predicted reward of every action for each state, ``[B, K]``."""
+        h = self.state_in(z)[:, None, :] + self.action_in(self.all_actions)[None, :, :]
+        return self.out(h).squeeze(-1)
+
+
+def _fit_reward_model(
+    policy: LearnedPolicy, train: _Arrays, val: LogData, fit: _Fit
+) -> tuple[list[dict[str, float]], int, float, dict[str, Tensor]]:
+    """``method="model"``: fit :class:`_RewardModel` by least squares (early stopping on the
+    validation split's squared error), then distil ``argmax_a q(x, a)`` into the policy's own
+    network (kind ``value``: one output per action, regressed on ``q(x, ·)`` for every action)
+    so that the saved file, the loader and the run-time lowering stay exactly as for the other
+    learners."""
+    net = policy.net
+    gen = torch.Generator().manual_seed(fit.seed)
+    mean, std = net.mean.clone(), net.std.clone()
+    z = (torch.as_tensor(train.states) - mean) / std
+    zv = (torch.as_tensor(val.states) - mean) / std
+    actions = torch.as_tensor(train.actions)
+    rewards = torch.as_tensor(train.rewards, dtype=torch.float32)
+    va = torch.as_tensor(val.actions)
+    vr = torch.as_tensor(val.rewards, dtype=torch.float32)
+    model = _RewardModel(z.shape[1], policy.grid.shape)
+    with torch.no_grad():
+        model.out[-1].bias.fill_(float(rewards.mean()))
+    optimiser = torch.optim.Adam(model.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
+    history: list[dict[str, float]] = []
+    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
+    stale = 0
+    n = len(train.actions)
+    for epoch in range(fit.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, fit.batch_size):
+            idx = order[start : start + fit.batch_size]
+            loss = ((model(z[idx], actions[idx]) - rewards[idx]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+        model.eval()
+        with torch.no_grad():
+            score = -float(((model(zv, va) - vr) ** 2).mean()) if len(va) else -total / n
+        history.append({"epoch": epoch, "loss": total / n, "val_neg_mse": score})
+        if score > best[0] or epoch == 0:
+            best, stale = (score, epoch, copy.deepcopy(model.state_dict())), 0
+        else:
+            stale += 1
+            if stale >= fit.patience:
+                break
+    model.load_state_dict(best[2])
+    model.eval()
+    # Distillation: the policy network's K outputs regress on q(x, ·), on up to 60k training
+    # states for 3 passes (each state costs a [K, hidden] pass of the reward model).
+    optimiser = torch.optim.Adam(net.parameters(), lr=fit.lr)
+    raw = torch.as_tensor(train.states)
+    rows = torch.randperm(n, generator=gen)[: min(n, 60_000)]
+    for _ in range(3):
+        order = rows[torch.randperm(rows.numel(), generator=gen)]
+        for start in range(0, order.numel(), fit.batch_size):
+            idx = order[start : start + fit.batch_size]
+            with torch.no_grad():
+                target = model.all(z[idx])
+            loss = ((net(raw[idx], log_softmax=False) - target) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    net.eval()
+    agree = []
+    with torch.no_grad():
+        vs = torch.as_tensor(val.states)
+        for start in range(0, len(va), 256):
+            sl = slice(start, start + 256)
+            agree.append(net(vs[sl], log_softmax=False).argmax(1) == model.all(zv[sl]).argmax(1))
+    history[-1]["distilled_argmax_agreement"] = (
+        float(torch.cat(agree).float().mean()) if agree else 0.0
+    )
+    return history, best[1], best[0], copy.deepcopy(net.state_dict())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(
+    rank: int,
+    world_size: int,
+    port: int,
+    policy: LearnedPolicy,
+    train: _Arrays,
+    val: LogData,
+    fit: _Fit,
+    out: str,
+) -> None:
+    """One process of a DistributedDataParallel run (gloo on CPU, over loopback)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # torch.multiprocessing hands tensors to the children through *shared* memory: without a
+    # private copy every process would apply its optimiser step to the same parameters.
+    policy = copy.copy(policy)
+    policy.net = copy.deepcopy(policy.net)
+    try:
+        net = DistributedDataParallel(policy.net)  # broadcasts rank 0's parameters
+        history, best_epoch, best_score, state = _fit(
+            net, policy.net, train, lambda _: _validation_score(policy, val), fit, rank, world_size
+        )
+        if rank == 0:
+            payload: dict[str, Any] = {f"param.{k}": v for k, v in state.items()}
+            payload["meta"] = json.dumps(
+                {"history": history, "best_epoch": best_epoch, "best_score": best_score}
+            )
+            torch.save(payload, out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _validation_score(policy: LearnedPolicy, val: LogData) -> float | None:
+    """SNIPS of the current softmax policy on the validation split (None: no split, and
+    early stopping then watches the training loss instead)."""
+    return _snips(policy, val) if len(val) else None
+
+
+def _run_distributed(
+    policy: LearnedPolicy, train: _Arrays, val: LogData, fit: _Fit, nproc: int
+) -> tuple[list[dict[str, float]], int, float, dict[str, Tensor]]:
+    """Train in ``nproc`` local processes (torch.multiprocessing spawn) and collect rank 0's."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="blendspec-ddp-") as tmp:
+        out = os.path.join(tmp, "rank0.pt")
+        mp.spawn(
+            _ddp_worker,
+            args=(nproc, _free_port(), policy, train, val, fit, out),
+            nprocs=nproc,
+            join=True,
+        )
+        payload = torch.load(out, map_location="cpu", weights_only=True)
+    meta = json.loads(payload.pop("meta"))
+    state = {k[len("param.") :]: v for k, v in payload.items()}
+    return meta["history"], int(meta["best_epoch"]), float(meta["best_score"]), state
+
+
 def train_policy(
     spec: Spec,
     logs: Any,
     reward_name: str | None = None,
     *,
-    method: Literal["pg", "value"] = "pg",
+    method: Literal["pg", "value", "model"] = "pg",
     heads: Heads = "joint",
     hidden: Sequence[int] = (64,),
     epochs: int = 40,
@@ -612,31 +920,48 @@ def train_policy(
     weight_decay: float = 1e-4,
     validation: float = 0.2,
     patience: int = 5,
+    baseline: Literal["mean", "state"] = "state",
     seed: int = 0,
+    nproc: int = 1,
 ) -> TrainResult:
     """Train a policy for ``spec`` from request-level logs (see :func:`log_data`).
 
-    ``method="pg"``: minimise ``−mean(min(π/μ, weight_clip) · (r − b) · log π(a|x))`` with the
-    importance weight held constant (the off-policy REINFORCE estimator of the paper's family) and
-    ``b`` the mean training reward — the baseline cuts the variance that a reward with a large
-    mean (most requests earn something) would add, and the clip bounds what one lucky request
-    can do; a small entropy bonus keeps the softmax from collapsing on early noise.
+    ``method="pg"``: minimise ``−mean(min(π/μ, weight_clip) · (r − b(x)) / σ · log π(a|x))`` with
+    the importance weight held constant (the off-policy REINFORCE estimator of the paper's
+    family). ``b`` is the baseline: ``"state"`` (default) a ridge regression of the reward on the
+    state (:func:`state_baseline`), ``"mean"`` the mean training reward; either cuts the
+    variance that a reward with a large mean would add, and the clip bounds what one lucky
+    request can do; a small entropy bonus keeps the softmax from collapsing on early noise.
     ``method="value"``: regress each logged reward on the logged action's output (one output per
     action), acting by argmax — the comparison learner.
+    ``method="model"``: a reward model over state × action *levels* (:class:`_RewardModel`,
+    which shares what it learns about one weight level across all actions that use it), early
+    stopped on validation squared error, then distilled into the usual one-output-per-action
+    value network; ``best_epoch`` and ``validation_snips`` then refer to the reward model.
 
     Every epoch the validation split's SNIPS estimate of the current policy is computed; the
     best epoch's weights are kept, and training stops after ``patience`` epochs without
     improvement. Seeded: the same inputs give the same policy.
+
+    ``nproc > 1`` trains with PyTorch DistributedDataParallel in that many local processes (gloo
+    backend on CPU, loopback rendezvous): each process computes the gradient of its share of
+    every minibatch and DDP averages them, so the result matches single-process training up to
+    floating-point summation order (tests/test_policy_ddp.py checks parameters agree to 1e-3).
     """
-    if method not in ("pg", "value"):
-        raise ValueError("method must be 'pg' or 'value'")
+    if method not in ("pg", "value", "model"):
+        raise ValueError("method must be 'pg', 'value' or 'model'")
+    if method == "model" and nproc > 1:
+        raise ValueError("method 'model' trains in one process; use nproc=1")
+    if baseline not in ("mean", "state"):
+        raise ValueError("baseline must be 'mean' or 'state'")
+    if nproc < 1:
+        raise ValueError("nproc must be >= 1")
     data = logs if isinstance(logs, LogData) else log_data(spec, logs, reward_name)
     grid = ActionGrid.from_spec(spec)
     state = state_inputs(spec)
     if len(data) < 2:
         raise ValueError("training needs at least 2 logged requests")
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     train_rows, val_rows = _split(len(data), validation, seed)
     train, val = data.subset(train_rows), data.subset(val_rows)
     kind: Kind = "policy_gradient" if method == "pg" else "value"
@@ -654,50 +979,37 @@ def train_policy(
         spec_hash(spec),
         reward_name or (spec.policy.reward if spec.policy else None),
     )
-    states = torch.as_tensor(train.states)
-    actions = torch.as_tensor(train.actions)
-    mu = torch.as_tensor(train.propensities, dtype=torch.float32)
-    rewards = torch.as_tensor(train.rewards, dtype=torch.float32)
-    baseline = float(rewards.mean())
-    scale = float(rewards.std()) if len(train) > 1 and float(rewards.std()) > 0 else 1.0
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    rewards = train.rewards.astype(np.float64)
+    mean_reward = float(rewards.mean())
+    b = (
+        state_baseline(train.states, rewards)
+        if baseline == "state"
+        else np.full(len(train), mean_reward)
+    )
+    residual = rewards - b
+    scale = float(residual.std()) if len(train) > 1 and float(residual.std()) > 0 else 1.0
+    arrays = _Arrays(
+        train.states.astype(np.float32),
+        train.actions.astype(np.int64),
+        train.propensities.astype(np.float64),
+        rewards.astype(np.float32),
+        (residual / scale).astype(np.float32),
+    )
     if kind == "value":
         with torch.no_grad():
-            net.out.bias.fill_(baseline if heads == "joint" else baseline / len(grid.shape))
-    history: list[dict[str, float]] = []
-    best = (-math.inf, 0, copy.deepcopy(net.state_dict()))
-    stale = 0
-    for epoch in range(epochs):
-        net.train()
-        order = torch.randperm(len(train), generator=gen)
-        total = 0.0
-        for start in range(0, len(train), batch_size):
-            idx = order[start : start + batch_size]
-            if method == "pg":
-                logp = net(states[idx])
-                chosen = logp.gather(1, actions[idx, None]).squeeze(1)
-                w = (chosen.detach().exp() / mu[idx]).clamp(max=weight_clip)
-                advantage = (rewards[idx] - baseline) / scale
-                loss = -(w * advantage * chosen).mean()
-                if entropy:
-                    loss = loss - entropy * -(logp.exp() * logp).sum(dim=1).mean()
-            else:
-                q = net(states[idx], log_softmax=False).gather(1, actions[idx, None]).squeeze(1)
-                loss = ((q - rewards[idx]) ** 2).mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(idx)
-        net.eval()
-        score = _snips(policy, val) if len(val) else -total
-        history.append({"epoch": epoch, "loss": total / len(train), "val_snips": score})
-        if score > best[0] or epoch == 0:
-            best, stale = (score, epoch, copy.deepcopy(net.state_dict())), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    net.load_state_dict(best[2])
+            net.out.bias.fill_(mean_reward if heads == "joint" else mean_reward / len(grid.shape))
+    fit = _Fit(method, epochs, batch_size, lr, weight_clip, entropy, weight_decay, patience, seed)
+    if method == "model":
+        history, best_epoch, best_score, best_state = _fit_reward_model(policy, arrays, val, fit)
+    elif nproc > 1:
+        history, best_epoch, best_score, best_state = _run_distributed(
+            policy, arrays, val, fit, nproc
+        )
+    else:
+        history, best_epoch, best_score, best_state = _fit(
+            net, net, arrays, lambda _: _validation_score(policy, val), fit
+        )
+    net.load_state_dict(best_state)
     net.eval()
     from blendspec.ope import evaluate
 
@@ -718,9 +1030,11 @@ def train_policy(
         "method": method,
         "seed": seed,
         "epochs_run": len(history),
-        "best_epoch": best[1],
+        "best_epoch": best_epoch,
         "train_rows": len(train),
         "validation_rows": len(val),
-        "validation_snips": best[0],
+        "validation_snips": best_score,
+        "baseline": baseline,
+        "nproc": nproc,
     }
-    return TrainResult(policy, history, best[1], report, len(train), len(val), greedy_report)
+    return TrainResult(policy, history, best_epoch, report, len(train), len(val), greedy_report)

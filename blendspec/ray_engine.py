@@ -114,7 +114,8 @@ def blend_with_ray(
             num_cpus=ACTOR_CPUS,
             concurrency=max(1, min(len(files), os.cpu_count() or 1)),
         )  # fmt: skip
-        total = Tally()
+        has_policy = loaded.spec.policy is not None and bool(loaded.spec.policy_weights)
+        total = Tally(policy_fallbacks=0 if has_policy else None)
         owner: dict[str, int] = {}
         for row in blended.iter_rows():
             result = pickle.loads(row["payload"])

@@ -28,7 +28,13 @@ from blendspec.compile import compile_graph
 from blendspec.dump import BadRequest, DumpReader, RequestBatch
 from blendspec.forms import split_similarity
 from blendspec.loader import LoadedSpec
-from blendspec.lower import BlendModule
+from blendspec.lower import (
+    REQUEST_SEED_KEY,
+    BlendModule,
+    PolicyRuntime,
+    TorchLowering,
+    request_seeds,
+)
 from blendspec.model import Dpp, Mmr, Spec, Ssd
 
 BadRequestPolicy = Literal["error", "skip"]
@@ -53,13 +59,16 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     slates_path: str | None = None
     rejects_path: str | None = None
+    policy_fallbacks: int | None = None
+    """Requests whose policy failed (non-finite state or network output) and that got the
+    fixed fallback weights; None when no weight comes from a policy."""
 
     @property
     def requests_per_second(self) -> float:
         return self.requests_in / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "requests_in": self.requests_in,
             "requests_blended": self.requests_blended,
             "requests_rejected": self.requests_rejected,
@@ -71,6 +80,9 @@ class RunSummary:
             "slates": self.slates_path,
             "rejects": self.rejects_path,
         }
+        if self.policy_fallbacks is not None:
+            data["policy_fallbacks"] = self.policy_fallbacks
+        return data
 
 
 @contextmanager
@@ -99,7 +111,9 @@ def _default_mode(target: Path) -> int:
     return 0o666 & ~umask
 
 
-def _slate_schema(weight_names: tuple[str, ...]) -> pa.Schema:
+def _slate_schema(weight_names: tuple[str, ...], policy: bool = False) -> pa.Schema:
+    """The slates' columns; with a policy weight source also the request's action id (-1: the
+    fixed fallback weights), its propensity and whether the policy failed (DESIGN §4)."""
     fields = [
         pa.field("request_id", pa.string()),
         pa.field("position", pa.int32()),
@@ -108,6 +122,12 @@ def _slate_schema(weight_names: tuple[str, ...]) -> pa.Schema:
         pa.field("score", pa.float32()),
     ]
     fields += [pa.field(f"weight_{name}", pa.float32()) for name in weight_names]
+    if policy:
+        fields += [
+            pa.field("action", pa.int64()),
+            pa.field("propensity", pa.float32()),
+            pa.field("policy_fallback", pa.bool_()),
+        ]
     return pa.schema(fields)
 
 
@@ -128,13 +148,26 @@ class Runner:
         self.loaded = loaded
         self.spec = loaded.spec
         self.graph = compile_graph(loaded)
-        self.module = BlendModule(self.graph)
+        # Loads the spec's policy file (beside the spec); a PolicyFileError names the file.
+        self.policy = PolicyRuntime.from_spec(self.spec, loaded.base_dir)
+        self.module = BlendModule(
+            self.graph, TorchLowering(int(self.graph.output.type.dims[1]), self.policy)
+        )
         self.weight_names = tuple(self.spec.weights)
         self.metric_columns = MetricColumns.of(self.spec)
 
+    @property
+    def schema(self) -> pa.Schema:
+        return _slate_schema(self.weight_names, policy=self.policy is not None)
+
     def blend(self, batch: RequestBatch) -> dict[str, torch.Tensor]:
+        inputs = batch.inputs
+        if self.policy is not None:
+            # The policy draws each request's action from its id: the same action alone or in
+            # any batch, in any run, on any engine.
+            inputs = {**inputs, REQUEST_SEED_KEY: request_seeds(batch.request_ids)}
         with torch.inference_mode():
-            return self.module(batch.mask, batch.inputs)
+            return self.module(batch.mask, inputs)
 
     def slate_table(self, batch: RequestBatch, out: dict[str, torch.Tensor]) -> pa.Table:
         """One row per filled slot; a request with nothing to show gets one row at position -1."""
@@ -169,7 +202,13 @@ class Runner:
         weights = out["weights"].numpy()
         for k, name in enumerate(self.weight_names):
             columns[f"weight_{name}"] = pa.array(weights[owners, k], pa.float32())
-        return pa.table(columns, schema=_slate_schema(self.weight_names))
+        if self.policy is not None:
+            columns["action"] = pa.array(out["action"].numpy()[owners], pa.int64())
+            columns["propensity"] = pa.array(out["propensity"].numpy()[owners], pa.float32())
+            columns["policy_fallback"] = pa.array(
+                out["policy_fallback"].numpy()[owners], pa.bool_()
+            )
+        return pa.table(columns, schema=self.schema)
 
     def metrics(self, batch: RequestBatch, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         columns = self.metric_columns
@@ -237,6 +276,7 @@ class Tally:
     requests_blended: int = 0
     empty_slates: int = 0
     slots: int = 0
+    policy_fallbacks: int | None = None
     rejects: list[BadRequest] = field(default_factory=list)
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -246,6 +286,8 @@ class Tally:
         self.requests_blended += other.requests_blended
         self.empty_slates += other.empty_slates
         self.slots += other.slots
+        if other.policy_fallbacks is not None:
+            self.policy_fallbacks = (self.policy_fallbacks or 0) + other.policy_fallbacks
         self.rejects += other.rejects
         for name, value in other.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
@@ -259,6 +301,7 @@ class Tally:
             empty_slates=self.empty_slates,
             slots=self.slots,
             seconds=seconds,
+            policy_fallbacks=self.policy_fallbacks,
             metrics={n: self.sums[n] / self.counts[n] for n in self.sums if self.counts[n]},
         )
 
@@ -276,7 +319,7 @@ def blend_source(
     | None = None,
 ) -> Tally:
     """Blend every request a reader yields, handing each batch's slate rows to `emit`."""
-    tally = Tally()
+    tally = Tally(policy_fallbacks=0 if runner.policy is not None else None)
     for batch in reader.batches(batch_size, limit):
         tally.requests_in += batch.size + len(batch.rejected)
         if batch.rejected:
@@ -290,6 +333,8 @@ def blend_source(
             valid = (result["indices"] >= 0).sum(dim=1)
             tally.empty_slates += int((valid == 0).sum())
             tally.slots += int(valid.sum())
+            if "policy_fallback" in result and tally.policy_fallbacks is not None:
+                tally.policy_fallbacks += int(result["policy_fallback"].sum())
             metrics = runner.metrics(batch, result)
             if observe is not None:
                 observe(batch, result, metrics)
@@ -338,7 +383,7 @@ def run(
     runner = Runner(loaded)
     collector = None
     with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:
-        writer = pq.ParquetWriter(slates_tmp, _slate_schema(runner.weight_names))
+        writer = pq.ParquetWriter(slates_tmp, runner.schema)
         try:
             if engine == "ray":
                 from blendspec.ray_engine import blend_with_ray

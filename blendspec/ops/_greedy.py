@@ -34,6 +34,12 @@ class Selection:
     trace: with ``trace=True``, per-step components of the picked candidate's score, each
         ``[B, T]`` float32 (``relevance``, ``diversity``, one entry per penalty); ``score =
         relevance + diversity - sum(penalties)``. ``None`` otherwise.
+    steps: with ``trace=True``, every candidate's terms at every step (what ``blend explain``
+        needs for runners-up and "why not this one"), each ``[B, T, Np]`` in the operator's
+        dtype, where ``Np >= N`` is the operator's padded candidate width (columns past N are
+        padding): the components named as in ``trace``, plus ``score`` (what the step maximised
+        before the caps; -inf for a taken, filtered or padding candidate) and ``cap_excluded``
+        (1.0 where a cap removed the candidate from that step's argmax). ``None`` otherwise.
     """
 
     indices: Tensor
@@ -41,6 +47,11 @@ class Selection:
     cap_violations: Tensor
     early_stops: Tensor
     trace: dict[str, Tensor] | None = None
+    steps: dict[str, Tensor] | None = None
+
+
+STEP_EXTRAS = ("score", "cap_excluded")
+"""Keys of ``Selection.steps`` besides the score components."""
 
 
 def empty_selection(
@@ -54,19 +65,28 @@ def empty_selection(
         cap_violations=torch.zeros((batch,), dtype=torch.int64, device=device),
         early_stops=torch.zeros((batch,), dtype=torch.bool, device=device),
         trace=None if trace_names is None else {k: scores.clone() for k in trace_names},
+        steps=None
+        if trace_names is None
+        else {
+            k: torch.zeros((batch, slate_length, 0), device=device)
+            for k in (*trace_names, *STEP_EXTRAS)
+        },
     )
 
 
 def concat_selections(parts: list[Selection]) -> Selection:
-    trace = None
+    trace = steps = None
     if parts and parts[0].trace is not None:
         trace = {k: torch.cat([p.trace[k] for p in parts]) for k in parts[0].trace}  # type: ignore[index]
+    if parts and parts[0].steps is not None:
+        steps = {k: torch.cat([p.steps[k] for p in parts]) for k in parts[0].steps}  # type: ignore[index]
     return Selection(
         indices=torch.cat([p.indices for p in parts]),
         scores=torch.cat([p.scores for p in parts]),
         cap_violations=torch.cat([p.cap_violations for p in parts]),
         early_stops=torch.cat([p.early_stops for p in parts]),
         trace=trace,
+        steps=steps,
     )
 
 
@@ -105,6 +125,9 @@ class Selector:
         self.forced: list[Tensor] = []
         self.trace = trace_names is not None
         self.components: dict[str, list[Tensor]] = {k: [] for k in trace_names or ()}
+        self.steps: dict[str, list[Tensor]] = {
+            k: [] for k in (*(trace_names or ()), *STEP_EXTRAS) if self.trace
+        }
 
     def track(self, x: Tensor, biased: bool = False) -> Tensor:
         """Return ``x + bias`` (or ``x`` itself if already -inf where taken/padding) and keep it
@@ -140,6 +163,8 @@ class Selector:
         masked = score if extra is None else score + extra
         j = masked.argmax(1, keepdim=True)  # first maximal index: ties go to the lower index
         value = masked.gather(1, j)
+        if self.trace and components is not None:  # before the scatter below: score may be tracked
+            self.steps["score"].append(score.detach().clone())
         for x in self.tracked:
             x.scatter_(1, j, _NEG_INF)
         self.picks.append(j)
@@ -149,6 +174,10 @@ class Selector:
         if self.trace and components is not None:
             for name, comp in components().items():
                 self.components[name].append(comp.gather(1, j).to(torch.float32))
+                # Copies: the algorithms update some of these tensors in place at later steps.
+                self.steps[name].append(comp.detach().clone())
+            excluded = torch.zeros_like(score) if extra is None else (extra != 0).to(score.dtype)
+            self.steps["cap_excluded"].append(excluded)
         return j
 
     def last_active(self) -> Tensor:
@@ -161,7 +190,13 @@ class Selector:
         if not self.picks:
             sel = empty_selection(b, 0, dev)
             trace = {k: sel.scores for k in self.components} if self.trace else None
-            return Selection(sel.indices, sel.scores, sel.cap_violations, sel.early_stops, trace)
+            width = self.bias.shape[1]
+            steps = (
+                {k: self.bias.new_zeros((b, 0, width)) for k in self.steps} if self.trace else None
+            )
+            return Selection(
+                sel.indices, sel.scores, sel.cap_violations, sel.early_stops, trace, steps
+            )
         idx = torch.cat(self.picks, 1)
         val = torch.cat(self.values, 1)
         active = val > _NEG_INF
@@ -176,9 +211,10 @@ class Selector:
             if early_stops is not None
             else torch.zeros((b,), dtype=torch.bool, device=dev)
         )
-        trace = None
+        trace = steps = None
         if self.trace:
             trace = {
                 k: torch.where(active, torch.cat(v, 1), 0.0) for k, v in self.components.items()
             }
-        return Selection(indices, scores, forced, stops, trace)
+            steps = {k: torch.stack(v, 1) for k, v in self.steps.items()}
+        return Selection(indices, scores, forced, stops, trace, steps)

@@ -62,11 +62,33 @@ def _packed_one_hot(blocks: list[tuple[Tensor, Tensor, float]], mask: Tensor) ->
         cols.append(ranks + offset.unsqueeze(1))
         vals.append(value)
         offset = offset + counts
+    if torch.compiler.is_compiling():
+        return _packed_one_hot_traced(cols, vals, offset, mask)
     width = int(offset.max().item())
     out = torch.zeros((b, n, max(width, 1)), dtype=torch.float32, device=mask.device)
     for col, value in zip(cols, vals, strict=True):
         src = torch.where(mask, value, 0.0).to(torch.float32).unsqueeze(-1)
         out.scatter_(2, col.clamp_max(max(width, 1) - 1).unsqueeze(-1), src)
+    return out[:, :, :width]
+
+
+def _packed_one_hot_traced(
+    cols: list[Tensor], vals: list[float], offset: Tensor, mask: Tensor
+) -> Tensor:
+    """``_packed_one_hot`` for torch.export: the width is data-dependent (the batch's largest
+    number of distinct values), so it becomes an unbacked size bounded by ``N * blocks``; the
+    clamp is a tensor op rather than a Python int so that nothing guards on the data. Same
+    columns, same values, so the same bits as the eager path."""
+    b, n = mask.shape
+    top = offset.max()
+    width = top.item()
+    torch._check(width >= 0)
+    torch._check(width <= n * len(cols))
+    out = torch.zeros((b, n, torch.sym_max(width, 1)), dtype=torch.float32, device=mask.device)
+    last = (top - 1).clamp_min(0)
+    for col, value in zip(cols, vals, strict=True):
+        src = torch.where(mask, value, 0.0).to(torch.float32).unsqueeze(-1)
+        out.scatter_(2, torch.minimum(col, last).unsqueeze(-1), src)
     return out[:, :, :width]
 
 
