@@ -420,10 +420,6 @@ class _CachedLowering(WeightsLowering):
         return given if given is not None else super().visit_feature_map(node, args, *rest)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def expected_outcomes(
     world: World, requests: Sequence[Request], positions: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -431,84 +427,12 @@ def expected_outcomes(
 
     ``positions`` ``[B, T]`` are candidate *positions* within each request (what the blending
     graph returns as ``indices``), ``-1`` padding at the end of a short slate; ``requests[b]`` is
-    the request of row ``b`` (a request may repeat, one row per action). The same response model
-    as :meth:`World.expected` (the test suite checks it slate by slate), vectorised over the
-    batch: an exhaustive grid search needs millions of slates and a per-slate Python call would
-    cost more than the blending itself.
+    the request of row ``b`` (a request may repeat, one row per action). The totals of
+    :meth:`World.chain_batch`, the simulator's one response model (the same one
+    :meth:`World.expected` evaluates slate by slate), whose padded slots are zero.
     """
-    pos = np.asarray(positions, dtype=np.int64)
-    b, t = pos.shape
-    if b == 0:
-        return {o: np.zeros(0) for o in OUTCOMES}
-    valid = pos >= 0
-    safe = np.where(valid, pos, 0)
-    rc = world.config.response
-    style = world._style
-    seg = np.array([r.segment for r in requests], dtype=np.int64)
-    st = {k: v[seg][:, None] for k, v in style.items()}
-    depth = np.array([r.session_depth for r in requests])[:, None]
-    # Gather per-slot logits and item ids request by request (ragged candidate sets).
-    logits = np.empty((5, b, t))
-    ids = np.empty((b, t), dtype=np.int64)
-    for i, r in enumerate(requests):
-        logits[:, i] = r.logits[:, safe[i]]
-        ids[i] = r.candidate_ids[safe[i]]
-    click, long_, save, hide, conv = logits
-    topic = world.item_topic[ids]
-    parent = world.topic_parent[topic]
-    vis = world.visual[ids]
-    qr = world.quality_risk[ids].astype(np.float64)
-    bf = world.beauty_filter[ids].astype(np.float64)
-    fatigue = np.zeros((b, t))
-    cluster = np.zeros((b, t))
-    for d in range(1, min(max(rc.fatigue_window, rc.sensitive_window), t - 1) + 1):
-        if d <= rc.fatigue_window:
-            same = topic[:, d:] == topic[:, :-d]
-            sibling = (parent[:, d:] == parent[:, :-d]) & ~same
-            cos = np.einsum("btj,btj->bt", vis[:, d:], vis[:, :-d])
-            dup = np.clip((cos - rc.duplicate_cosine) / (1.0 - rc.duplicate_cosine), 0.0, 1.0)
-            fatigue[:, d:] += (
-                same + rc.super_topic_fatigue * sibling + rc.duplicate_fatigue * dup
-            ) / d
-        if d <= rc.sensitive_window:
-            cluster[:, d:] += (qr[:, d:] * qr[:, :-d] + bf[:, d:] * bf[:, :-d]) / d
-    fatigue *= 0.5 + rc.session_fatigue * depth
-    # Earlier occurrences of the same topic anywhere above (a T x T lower-triangular count).
-    same_topic = topic[:, :, None] == topic[:, None, :]
-    earlier = np.tril(same_topic, k=-1).sum(axis=2).astype(np.float64)
-    satiation = np.log1p(earlier)
-    k = np.arange(t)[None, :]
-    click = (
-        click
-        - st["fatigue_click"] * fatigue
-        - st["satiation"] * satiation
-        - st["sensitive_engagement"] * cluster
-    )
-    long_ = (
-        long_
-        - st["fatigue_long"] * fatigue
-        - st["satiation"] * satiation
-        - st["sensitive_engagement"] * cluster
-    )
-    save = save - 0.5 * st["fatigue_click"] * fatigue
-    hide = (
-        hide
-        + st["fatigue_hide"] * fatigue
-        + st["sensitive_hide"] * cluster
-        + rc.blocked_hide * world.blocked[ids]
-    )
-    exam = (1.0 + k / st["patience"]) ** -rc.position_power
-    p_hide = exam * _sigmoid(hide)
-    p_click = exam * (1.0 - _sigmoid(hide)) * _sigmoid(click)
-    per_slot = {
-        "click": p_click,
-        "long_click": p_click * _sigmoid(long_),
-        "save": p_click * _sigmoid(save),
-        "hide": p_hide,
-        "conversion": p_click * _sigmoid(conv),
-        "revenue": p_click * world.bid[ids].astype(np.float64),
-    }
-    return {o: np.where(valid, v, 0.0).sum(axis=1) for o, v in per_slot.items()}
+    chain = world.chain_batch(requests, positions)
+    return {o: chain[o].sum(axis=1) for o in OUTCOMES}
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,17 @@ DUMP_COLUMNS: tuple[str, ...] = (
 OUTCOMES: tuple[str, ...] = ("click", "long_click", "save", "hide", "conversion", "revenue")
 """Outcome names of :class:`SlateOutcomes`; ``revenue`` is the sum of ``bid`` over clicks."""
 
+_CHAIN_LINKS: tuple[str, ...] = (
+    "_exam",
+    "_hide_if_seen",
+    "_click_if_kept",
+    "_long_if_click",
+    "_save_if_click",
+    "_conv_if_click",
+)
+"""Conditional probabilities of each link of the response chain (:meth:`World.chain_batch`),
+which :meth:`World.respond` samples link by link."""
+
 
 # --------------------------------------------------------------------------------------------
 # Configuration
@@ -783,12 +794,42 @@ class World:
     def _chain(self, request: Request, slate: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Expected outcomes plus the conditional probabilities of each link of the chain."""
         pos = self._slate_positions(request, slate)
-        ids = request.candidate_ids[pos]
-        t = ids.size
+        return {k: v[0] for k, v in self.chain_batch([request], pos[None, :]).items()}
+
+    def chain_batch(
+        self, requests: Sequence[Request], positions: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The response chain of many slates at once: float64 ``[B, T]`` per name.
+
+        ``positions`` ``[B, T]`` are candidate *positions* within each request (what the blending
+        graph returns as ``indices``), ``-1`` padding at the end of a short slate; ``requests[b]``
+        is the request of row ``b`` (a request may repeat, one row per action). Returns the
+        outcomes of :data:`OUTCOMES` and the links of the chain (``_exam``, ``_hide_if_seen``,
+        ``_click_if_kept``, ``_long_if_click``, ``_save_if_click``, ``_conv_if_click``), all
+        zero at padded slots. This is the one implementation of the response model: a single
+        slate (:meth:`expected`, :meth:`respond`) is a batch of one, and an exhaustive grid
+        search needs millions of slates, where a per-slate Python call would cost more than the
+        blending itself. Positions are not validated here; :meth:`expected` checks candidate ids.
+        """
+        pos = np.asarray(positions, dtype=np.int64)
+        b, t = pos.shape
+        if b == 0:
+            return {k: np.zeros((0, t)) for k in (*OUTCOMES, *_CHAIN_LINKS)}
+        valid = pos >= 0
+        # Padded slots read candidate 0; they are at the end, so nothing above a real slot
+        # changes, and they are zeroed on the way out.
+        safe = np.where(valid, pos, 0)
         rc = self.config.response
-        seg = request.segment
-        st = {k: float(v[seg]) for k, v in self._style.items()}
-        click, long_, save, hide, conv = request.logits[:, pos]
+        seg = np.array([r.segment for r in requests], dtype=np.int64)
+        st = {k: v[seg][:, None] for k, v in self._style.items()}
+        depth = np.array([r.session_depth for r in requests])[:, None]
+        # Gather per-slot logits and item ids request by request (ragged candidate sets).
+        logits = np.empty((5, b, t))
+        ids = np.empty((b, t), dtype=np.int64)
+        for i, r in enumerate(requests):
+            logits[:, i] = r.logits[:, safe[i]]
+            ids[i] = r.candidate_ids[safe[i]]
+        click, long_, save, hide, conv = logits
 
         # Only pairs within a window interact, so everything is O(T * window): per-lag row
         # products instead of T x T matrices (small BLAS calls are slow when threads contend).
@@ -797,32 +838,33 @@ class World:
         vis = self.visual[ids]
         qr = self.quality_risk[ids].astype(np.float64)
         bf = self.beauty_filter[ids].astype(np.float64)
-        fatigue = np.zeros(t)
-        cluster = np.zeros(t)
+        fatigue = np.zeros((b, t))
+        cluster = np.zeros((b, t))
         for d in range(1, min(max(rc.fatigue_window, rc.sensitive_window), t - 1) + 1):
             if d <= rc.fatigue_window:
-                same = topic[d:] == topic[:-d]
-                sibling = (parent[d:] == parent[:-d]) & ~same
-                cos = np.einsum("ij,ij->i", vis[d:], vis[:-d])
+                same = topic[:, d:] == topic[:, :-d]
+                sibling = (parent[:, d:] == parent[:, :-d]) & ~same
+                cos = np.einsum("btj,btj->bt", vis[:, d:], vis[:, :-d])
                 dup = np.clip((cos - rc.duplicate_cosine) / (1.0 - rc.duplicate_cosine), 0.0, 1.0)
-                fatigue[d:] += (
+                fatigue[:, d:] += (
                     same + rc.super_topic_fatigue * sibling + rc.duplicate_fatigue * dup
                 ) / d
             if d <= rc.sensitive_window:
-                cluster[d:] += (qr[d:] * qr[:-d] + bf[d:] * bf[:-d]) / d
-        fatigue *= 0.5 + rc.session_fatigue * request.session_depth
-        # Earlier occurrences of the same topic anywhere above: a stable sort keeps slate order
-        # within a topic, so the rank inside each run of equal topics is that count.
-        order = np.argsort(topic, kind="stable")
-        run_start = np.r_[0, np.flatnonzero(np.diff(topic[order])) + 1] if t else np.zeros(0, int)
-        starts = np.zeros(t, dtype=np.int64)
-        if t:
-            starts[run_start] = run_start
-            starts = np.maximum.accumulate(starts)
-        earlier = np.empty(t)
-        earlier[order] = np.arange(t) - starts
+                cluster[:, d:] += (qr[:, d:] * qr[:, :-d] + bf[:, d:] * bf[:, :-d]) / d
+        fatigue *= 0.5 + rc.session_fatigue * depth
+        # Earlier occurrences of the same topic anywhere above, in O(T log T) rather than a
+        # T x T count: a stable sort keeps slate order within a topic, so the rank inside each
+        # run of equal topics is that count.
+        col = np.arange(t)
+        rows = np.arange(b)[:, None]
+        order = np.argsort(topic, axis=1, kind="stable")
+        ranked = topic[rows, order]
+        run_start = np.ones((b, t), dtype=bool)
+        run_start[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+        starts = np.maximum.accumulate(np.where(run_start, col, 0), axis=1)
+        earlier = np.empty((b, t))
+        earlier[rows, order] = col - starts
         satiation = np.log1p(earlier)
-        k = np.arange(t)
 
         click = (
             click
@@ -843,25 +885,34 @@ class World:
             + st["sensitive_hide"] * cluster
             + rc.blocked_hide * self.blocked[ids]
         )
-        exam = (1.0 + k / st["patience"]) ** -rc.position_power
-        p_hide = exam * _sigmoid(hide)
-        p_click = exam * (1.0 - _sigmoid(hide)) * _sigmoid(click)
-        p_conv = p_click * _sigmoid(conv)
-        return {
+        exam = (1.0 + col[None, :] / st["patience"]) ** -rc.position_power
+        hide_if_seen = _sigmoid(hide)
+        click_if_kept = _sigmoid(click)
+        long_if_click = _sigmoid(long_)
+        save_if_click = _sigmoid(save)
+        conv_if_click = _sigmoid(conv)
+        p_click = exam * (1.0 - hide_if_seen) * click_if_kept
+        chain = {
             "click": p_click,
-            "long_click": p_click * _sigmoid(long_),
-            "save": p_click * _sigmoid(save),
-            "hide": p_hide,
-            "conversion": p_conv,
+            "long_click": p_click * long_if_click,
+            "save": p_click * save_if_click,
+            "hide": exam * hide_if_seen,
+            "conversion": p_click * conv_if_click,
             "revenue": p_click * self.bid[ids].astype(np.float64),
             # The links of the chain, for sampling.
             "_exam": exam,
-            "_hide_if_seen": _sigmoid(hide),
-            "_click_if_kept": _sigmoid(click),
-            "_long_if_click": _sigmoid(long_),
-            "_save_if_click": _sigmoid(save),
-            "_conv_if_click": _sigmoid(conv),
+            "_hide_if_seen": hide_if_seen,
+            "_click_if_kept": click_if_kept,
+            "_long_if_click": long_if_click,
+            "_save_if_click": save_if_click,
+            "_conv_if_click": conv_if_click,
         }
+        # In place: a fresh [B, T] array per name costs a grid search a quarter of this call.
+        padded = ~valid
+        if padded.any():
+            for v in chain.values():
+                v[padded] = 0.0
+        return chain
 
     def respond(
         self,

@@ -417,6 +417,34 @@ def test_expected_matches_slot_by_slot_reference(world: World) -> None:
     assert all(v.size == 0 for v in empty.values())
 
 
+def test_chain_batch_rows_are_the_single_slate_chain(world: World) -> None:
+    # One implementation serves both paths: a padded batch row is the single-slate chain of its
+    # real slots (links included) and zero after them.
+    reqs = list(world.requests(5, seed=13, candidates=(30, 120)))
+    rng = np.random.default_rng(0)
+    rows, width = [], 25
+    for r in reqs + reqs[:2]:  # a request may repeat, one row per action
+        t = int(rng.integers(0, width + 1))
+        p = np.full(width, -1, dtype=np.int64)
+        p[:t] = rng.permutation(r.n)[:t]
+        rows.append(p)
+    positions = np.stack(rows)
+    batch = world.chain_batch(reqs + reqs[:2], positions)
+    for i, (r, p) in enumerate(zip(reqs + reqs[:2], positions, strict=True)):
+        t = int((p >= 0).sum())
+        one = world._chain(r, r.candidate_ids[p[:t]])
+        assert set(one) == set(batch)
+        for k, v in batch.items():
+            assert v.shape == positions.shape
+            np.testing.assert_allclose(v[i, :t], one[k], rtol=1e-12, atol=0, err_msg=k)
+            assert not v[i, t:].any(), k
+        want = reference_expected(world, r, r.candidate_ids[p[:t]])
+        for k in OUTCOMES:
+            np.testing.assert_allclose(batch[k][i, :t], want[k], rtol=1e-5, atol=1e-9)
+    empty = world.chain_batch([], np.zeros((0, width), dtype=np.int64))
+    assert all(v.shape == (0, width) for v in empty.values())
+
+
 def test_sampled_outcomes_average_to_expected(world: World) -> None:
     r = world.request(0, seed=30)
     slate = r.candidate_ids[top_t(r.predicted.click, 30)]
