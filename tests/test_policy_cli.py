@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from blendspec.cli import app
+from blendspec.policy import load_policy
 from tests.conftest import SPECS
 
 runner = CliRunner()
@@ -36,6 +37,16 @@ def test_logs_train_eval(tmp_path: Path) -> None:
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert policy.exists() and "snips" in trained.output
+
+    # The same command on two local processes (DistributedDataParallel, gloo on loopback).
+    distributed = tmp_path / "ads_ddp.pt"
+    trained_ddp = runner.invoke(
+        app,
+        ["policy", "train", "--spec", ADS, "--logs", str(logs), "-o", str(distributed),
+         "--epochs", "2", "--nproc", "2"],
+    )  # fmt: skip
+    assert trained_ddp.exit_code == 0, trained_ddp.output
+    assert load_policy(distributed).info["nproc"] == 2
 
     evaluated = runner.invoke(
         app,
