@@ -538,40 +538,21 @@ def _estimates_table(title: str, estimates: dict) -> None:  # type: ignore[type-
     _stdout().print(table)
 
 
-def _register_policy_report() -> None:
+def _register_commands() -> None:
+    """Commands implemented in their own modules; imported once `app` exists, since they use
+    this module's helpers."""
+    from blendspec.diff import diff_command
+    from blendspec.explain import explain_command
+    from blendspec.export import export_command
     from blendspec.policy_report import report_command
 
     policy_app.command("report")(report_command)
-
-
-_register_policy_report()
-
-
-def _register_diff() -> None:
-    from blendspec.diff import diff_command
-
     app.command("diff")(diff_command)
-
-
-_register_diff()
-
-
-def _register_explain() -> None:
-    from blendspec.explain import explain_command
-
     app.command("explain")(explain_command)
-
-
-_register_explain()
-
-
-def _register_export() -> None:
-    from blendspec.export import export_command
-
     app.command("export")(export_command)
 
 
-_register_export()
+_register_commands()
 
 
 def write_atomic(path: Path, text: str) -> None:
