@@ -24,17 +24,10 @@ import pyarrow.parquet as pq
 import torch
 
 from blendspec import ops
-from blendspec.compile import compile_graph
 from blendspec.dump import BadRequest, DumpReader, RequestBatch
 from blendspec.forms import split_similarity
 from blendspec.loader import LoadedSpec
-from blendspec.lower import (
-    REQUEST_SEED_KEY,
-    BlendModule,
-    PolicyRuntime,
-    TorchLowering,
-    request_seeds,
-)
+from blendspec.lower import REQUEST_SEED_KEY, PolicyRuntime, module_for, request_seeds
 from blendspec.model import Dpp, Mmr, Spec, Ssd
 
 BadRequestPolicy = Literal["error", "skip"]
@@ -147,12 +140,10 @@ class Runner:
     def __init__(self, loaded: LoadedSpec) -> None:
         self.loaded = loaded
         self.spec = loaded.spec
-        self.graph = compile_graph(loaded)
         # Loads the spec's policy file (beside the spec); a PolicyFileError names the file.
-        self.policy = PolicyRuntime.from_spec(self.spec, loaded.base_dir)
-        self.module = BlendModule(
-            self.graph, TorchLowering(int(self.graph.output.type.dims[1]), self.policy)
-        )
+        self.module = module_for(loaded)
+        self.graph = self.module.graph
+        self.policy: PolicyRuntime | None = self.module.policy_runtime
         self.weight_names = tuple(self.spec.weights)
         self.metric_columns = MetricColumns.of(self.spec)
 
