@@ -171,14 +171,16 @@ class DumpReader:
                 break
             pending.append((table, first_row))
             if len(pending) >= batch_size:
-                yield self._build(pending)
+                yield self.batch_of(pending)
                 pending = []
         if pending:
-            yield self._build(pending)
+            yield self.batch_of(pending)
 
     # ------------------------------------------------------------------ building a batch
 
-    def _build(self, requests: list[tuple[pa.Table, int]]) -> RequestBatch:
+    def batch_of(self, requests: list[tuple[pa.Table, int]]) -> RequestBatch:
+        """Check and pad requests taken from :meth:`requests` into one batch (bad ones go to
+        ``rejected``): what :meth:`batches` does per batch, for callers that pick requests."""
         group = _Group.of(requests)
         first: dict[int, BadRequest] = {}
         for index, problem in self.problems(group):

@@ -109,7 +109,7 @@ def read_request(path: Path, loaded: LoadedSpec, request_id: str) -> RequestBatc
         if rid != request_id:
             seen.append(rid)
             continue
-        batch = reader._build([(table, first_row)])  # the reader's own checks and padding
+        batch = reader.batch_of([(table, first_row)])  # the reader's own checks and padding
         if batch.rejected:
             raise ExplainError(f"bad {batch.rejected[0]}")
         return batch

@@ -124,7 +124,7 @@ class TorchLowering:
     def visit_policy(
         self, node: Node, args: Sequence[Any], batch: dict[str, Tensor], mask: Tensor
     ) -> PolicyDecision:
-        if getattr(self, "policy", None) is None:
+        if self.policy is None:
             raise MissingLowering(
                 "the policy's network and exploration are not part of the graph: build the "
                 "module with `blendspec.lower.module_for(loaded)`, which loads the spec's policy "
