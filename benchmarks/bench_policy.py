@@ -41,7 +41,12 @@ LOG_CHUNK = 10_000
 
 
 def _key(*parts: object) -> str:
-    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:12]
+    """Cache key of a logs chunk or grid: its own parameters and the default world's config (a
+    change to the simulator's segments must not reuse values computed in the old world)."""
+    from blendspec.simulate import WorldConfig
+
+    keyed = [repr(WorldConfig()), *(str(p) for p in parts)]
+    return hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:12]
 
 
 def logs(cache: Path | None, n: int, seed: int, say) -> pa.Table:  # type: ignore[no-untyped-def]

@@ -463,8 +463,12 @@ def policy_train(
         int, typer.Option(min=1, help="Train with DistributedDataParallel in N local processes.")
     ] = 1,
 ) -> None:
-    """Train a policy from logs; prints its off-policy validation estimates."""
-    from blendspec.policy import train_policy
+    """Train a policy from logs; prints its off-policy validation estimates.
+
+    Under torchrun (``torchrun --nproc-per-node 2 -m blendspec -- policy train ...``) the
+    processes train together and only rank 0 writes the policy file and prints.
+    """
+    from blendspec.policy import torchrun_rank, train_policy
 
     loaded = _load_or_exit(spec)
     if not loaded.spec.policy_weights:
@@ -476,6 +480,9 @@ def policy_train(
         )  # fmt: skip
     except (ValueError, KeyError, OSError) as error:
         _fail(f"cannot train from {logs}: {error}")
+    launched = torchrun_rank()
+    if launched is not None and launched[0] != 0:
+        return  # every rank holds the same policy; rank 0 writes it
     result.policy.save(out)
     _estimates_table(
         f"validation ({result.validation_rows:,} requests, best epoch {result.best_epoch})",

@@ -840,6 +840,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def torchrun_rank() -> tuple[int, int] | None:
+    """``(rank, world_size)`` when this process is one of a ``torchrun`` job, else None.
+
+    torchrun (``python -m torch.distributed.run``) starts every process itself and describes
+    the job in the environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``);
+    training then joins that job instead of spawning processes of its own.
+    """
+    env = os.environ
+    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= env.keys():
+        return None
+    try:
+        rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
+    except ValueError:
+        return None
+    return (rank, world_size) if world_size > 1 and 0 <= rank < world_size else None
+
+
+def _ddp_fit(
+    policy: LearnedPolicy, train: _Arrays, val: LogData, fit: _Fit, rank: int, world_size: int
+) -> tuple[list[dict[str, float]], int, float, dict[str, Tensor]]:
+    """Train in an initialised process group; every rank returns the same (synchronised) result."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = DistributedDataParallel(policy.net)  # broadcasts rank 0's parameters
+    return _fit(
+        net, policy.net, train, lambda _: _validation_score(policy, val), fit, rank, world_size
+    )
+
+
 def _ddp_worker(
     rank: int,
     world_size: int,
@@ -850,9 +879,8 @@ def _ddp_worker(
     fit: _Fit,
     out: str,
 ) -> None:
-    """One process of a DistributedDataParallel run (gloo on CPU, over loopback)."""
+    """One process of a spawned DistributedDataParallel run (gloo on CPU, over loopback)."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -863,10 +891,7 @@ def _ddp_worker(
     policy = copy.copy(policy)
     policy.net = copy.deepcopy(policy.net)
     try:
-        net = DistributedDataParallel(policy.net)  # broadcasts rank 0's parameters
-        history, best_epoch, best_score, state = _fit(
-            net, policy.net, train, lambda _: _validation_score(policy, val), fit, rank, world_size
-        )
+        history, best_epoch, best_score, state = _ddp_fit(policy, train, val, fit, rank, world_size)
         if rank == 0:
             payload: dict[str, Any] = {f"param.{k}": v for k, v in state.items()}
             payload["meta"] = json.dumps(
@@ -876,6 +901,22 @@ def _ddp_worker(
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _run_under_torchrun(
+    policy: LearnedPolicy, train: _Arrays, val: LogData, fit: _Fit, rank: int, world_size: int
+) -> tuple[list[dict[str, float]], int, float, dict[str, Tensor]]:
+    """Join the torchrun job's process group (env:// rendezvous, gloo) for this one training."""
+    import torch.distributed as dist
+
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world_size)
+    try:
+        return _ddp_fit(policy, train, val, fit, rank, world_size)
+    finally:
+        if owned:
+            dist.destroy_process_group()
 
 
 def _validation_score(policy: LearnedPolicy, val: LogData) -> float | None:
@@ -947,11 +988,19 @@ def train_policy(
     backend on CPU, loopback rendezvous): each process computes the gradient of its share of
     every minibatch and DDP averages them, so the result matches single-process training up to
     floating-point summation order (tests/test_policy_ddp.py checks parameters agree to 1e-3).
+    Launched by ``torchrun`` (:func:`torchrun_rank`), every process of the job calls this with
+    ``nproc=1`` and they train together the same way; each returns the same policy.
     """
     if method not in ("pg", "value", "model"):
         raise ValueError("method must be 'pg', 'value' or 'model'")
-    if method == "model" and nproc > 1:
-        raise ValueError("method 'model' trains in one process; use nproc=1")
+    launched = torchrun_rank()
+    if launched is not None and nproc > 1:
+        raise ValueError(
+            f"launched by torchrun (WORLD_SIZE={launched[1]}), which starts the processes: "
+            "leave nproc at 1"
+        )
+    if method == "model" and (nproc > 1 or launched is not None):
+        raise ValueError("method 'model' trains in one process; use nproc=1 without torchrun")
     if baseline not in ("mean", "state"):
         raise ValueError("baseline must be 'mean' or 'state'")
     if nproc < 1:
@@ -1001,6 +1050,10 @@ def train_policy(
     fit = _Fit(method, epochs, batch_size, lr, weight_clip, entropy, weight_decay, patience, seed)
     if method == "model":
         history, best_epoch, best_score, best_state = _fit_reward_model(policy, arrays, val, fit)
+    elif launched is not None:
+        history, best_epoch, best_score, best_state = _run_under_torchrun(
+            policy, arrays, val, fit, *launched
+        )
     elif nproc > 1:
         history, best_epoch, best_score, best_state = _run_distributed(
             policy, arrays, val, fit, nproc
@@ -1035,6 +1088,7 @@ def train_policy(
         "validation_rows": len(val),
         "validation_snips": best_score,
         "baseline": baseline,
-        "nproc": nproc,
+        "nproc": launched[1] if launched is not None else nproc,
+        "launcher": "torchrun" if launched is not None else ("spawn" if nproc > 1 else None),
     }
     return TrainResult(policy, history, best_epoch, report, len(train), len(val), greedy_report)

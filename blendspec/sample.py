@@ -13,7 +13,7 @@ from blendspec.model import Spec
 SAMPLE_REQUESTS = 48
 SAMPLE_CANDIDATES = (100, 300)
 SAMPLE_SEED = 0
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 
 
 def cache_dir() -> Path:

@@ -28,16 +28,22 @@ Segments (:data:`DEFAULT_SEGMENTS`) and what each wants from the blending layer;
 structure a per-request weight policy (DRL-PUT, issue 5) can exploit and fixed weights cannot.
 Measured on the default world with the reward ``click + 2 long_click - 5 hide``: with top-50 by
 ``p_click + w_l p_longclick + w_h p_hide`` (tests/test_simulate.py) the per-segment best weights
-beat the best common ones by about 10%; through the specs/homefeed pipeline (SSD, spacing,
-caps; w_click 1, w_save 0.5, same grid over w_longclick and w_hide) by about 8%.
+beat the best common ones by about 18%; through specs/ads.blend (MMR, a topic cap; its
+10 x 10 grid over w_ctr and w_long_ctr at w_value 0, fixed w_hide -2) by about 16%
+(benchmarks/bench_policy.py prints the figure on the full 1,000-action grid).
 
-0. ``clicker`` (35%) — click-happy, rarely long-clicks, saves or hides, hardly fatigues, scrolls
-   far. Wants the *click weight* and little else: long-click or hide weight buys deep, less
-   click-baity items and costs it clicks (best on the test grid: w_l 0.5, w_h 0).
+0. ``clicker`` (35%) — click-happy and drawn by click-bait, rarely long-clicks (and not more
+   on deep items), saves or hides, hardly fatigues, scrolls far. Wants the *click weight* and
+   nothing else: a long-click or hide weight buys deep, less click-baity items and costs it
+   clicks (best on the test grid: w_l 0, w_h 0; on ads.blend: w_ctr 3, w_long_ctr 0).
 1. ``saver`` (20%) — saves often and item-dependently (saveability is topic-driven): wants a
-   *higher save weight* when the reward counts saves; moderate fatigue.
+   *higher save weight* when the reward counts saves; moderate fatigue. Close to the common
+   best otherwise.
 2. ``long_reader`` (25%) — long clicks frequent and driven by item depth, which is
-   anti-correlated with click-bait: wants a *high long-click weight* (best: w_l 2-4).
+   anti-correlated with click-bait; click-bait puts it off. The population's click model,
+   dominated by clickers, chases exactly the items it avoids, so it wants the click weight
+   *low* against the long-click and hide weights (test grid: w_l 8, w_h -40; ads.blend:
+   w_ctr 0).
 3. ``fatigued`` (20%) — easily fatigued and hide-prone, scrolls least: repetition and clustered
    sensitive content hurt it most, and its hides depend strongly on the item. Wants *more
    diversity and spacing* (gains most from MMR) and a *large negative hide weight* (w_h -40).
@@ -156,9 +162,9 @@ DEFAULT_SEGMENTS: tuple[SegmentStyle, ...] = (
         share=0.35,
         click_bias=-4.0,
         affinity=0.45,
-        clickbait=0.9,
+        clickbait=1.6,
         long_bias=-4.0,
-        depth=1.0,
+        depth=0.0,
         save_bias=-4.0,
         saveability=0.2,
         hide_bias=-6.0,
@@ -196,9 +202,9 @@ DEFAULT_SEGMENTS: tuple[SegmentStyle, ...] = (
         share=0.25,
         click_bias=-4.4,
         affinity=0.55,
-        clickbait=0.15,
-        long_bias=-0.3,
-        depth=1.5,
+        clickbait=-0.8,
+        long_bias=0.5,
+        depth=2.5,
         save_bias=-2.8,
         saveability=0.3,
         hide_bias=-4.6,

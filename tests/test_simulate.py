@@ -583,7 +583,8 @@ def test_personalised_weights_beat_best_fixed(world: World) -> None:
     shares = np.array([s.share for s in world.config.segments])
     fixed = (shares @ table).max()  # best single weight vector for the population
     personalised = shares @ table.max(axis=1)
-    assert personalised > 1.04 * fixed, (personalised, fixed)
+    # About +18% on this grid; DRL-PUT's >= +5% target (issue 5) needs headroom well above it.
+    assert personalised > 1.10 * fixed, (personalised, fixed)
 
 
 def test_fatigued_users_gain_most_from_diversity(world: World) -> None:
