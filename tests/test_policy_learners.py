@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from blendspec.loader import load_text
-from blendspec.policy import state_baseline, train_policy
+from blendspec.policy import PolicyNet, _RewardModel, state_baseline, train_policy
 from tests.test_policy import TINY, mean_reward, synthetic_logs, true_value
 
 
@@ -51,7 +52,26 @@ def test_reward_model_learner_recovers_the_personalised_best_action() -> None:
     assert policy.kind == "value" and policy.info["method"] == "model"
     uniform = float(mean_reward(np.zeros((1, 4))).mean())
     assert true_value(policy) > uniform + 0.7 * (0.75 - uniform)
-    assert result.history[-1]["distilled_argmax_agreement"] > 0.9
+
+
+def test_reward_model_folds_exactly_into_the_value_network() -> None:
+    """The saved network *is* the reward model: q(x, a) for every action, not an approximation."""
+    torch.manual_seed(0)
+    grid_shape = (3, 4, 5)
+    model = _RewardModel(6, grid_shape, (16, 8), rank=5, action_hidden=12)
+    for param in model.parameters():
+        torch.nn.init.normal_(param, std=0.5)
+    net = PolicyNet(6, grid_shape, (16, 8))
+    x = torch.randn(40, 6)
+    with torch.no_grad():
+        net.mean.copy_(x.mean(0))
+        net.std.copy_(x.std(0))
+        model.fold_into(net)
+        z = (x - net.mean) / net.std
+        expected = model.all(z)
+        torch.testing.assert_close(net(x, log_softmax=False), expected, atol=1e-4, rtol=1e-4)
+        actions = torch.randint(0, 60, (40,))
+        torch.testing.assert_close(model(z, actions), expected[torch.arange(40), actions])
 
 
 def test_option_checks() -> None:
@@ -63,6 +83,8 @@ def test_option_checks() -> None:
         train_policy(spec, logs, method="model", nproc=2)
     with pytest.raises(ValueError, match="method"):
         train_policy(spec, logs, method="sarsa")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="joint"):
+        train_policy(spec, logs, method="model", heads="factorised")
 
 
 def test_without_a_validation_split_early_stopping_watches_the_training_loss() -> None:
