@@ -3,6 +3,8 @@
     python benchmarks/bench_run.py            # 512 requests x 500 candidates, homefeed spec
     python benchmarks/bench_run.py --quick    # a smaller dump
     python benchmarks/bench_run.py --requests 1000 --scale 10 --memory-only   # 1k vs 10k requests
+    python benchmarks/bench_run.py --requests 10000 --scale 10 --candidates 100 --memory-only
+                                        # 10k vs 100k requests of 100 candidates (~3 + 31 GB)
 
 Prints requests/s of (1) Parquet decoding alone — the floor any Parquet reader pays, (2) reading
 into padded tensors with every dump check, (3) the whole `blend run` (Parquet in, slates out), each
@@ -86,16 +88,19 @@ def main() -> None:
         "--scale", type=int, default=4, help="the second dump is this many times larger"
     )
     parser.add_argument("--memory-only", action="store_true", help="skip the throughput stages")
+    parser.add_argument(
+        "--candidates", type=int, default=500, help="candidates per request (default 500)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     requests = args.requests or (64 if args.quick else 512)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         dump, big = root / "dump.parquet", root / "big.parquet"
-        make_dump(dump, requests, 500)
+        make_dump(dump, requests, args.candidates)
         if not args.memory_only:
-            throughput(dump, root, requests, args.threads)
-        make_dump(big, requests * args.scale, 500)
+            throughput(dump, root, requests, args.candidates, args.threads)
+        make_dump(big, requests * args.scale, args.candidates)
         small_peak = peak_memory(dump, root / "a.parquet")
         big_peak = peak_memory(big, root / "b.parquet")
         print(
@@ -105,7 +110,7 @@ def main() -> None:
         print(json.dumps({"memory_ratio": big_peak / small_peak}))
 
 
-def throughput(dump: Path, root: Path, requests: int, threads: int) -> None:
+def throughput(dump: Path, root: Path, requests: int, candidates: int, threads: int) -> None:
     """Requests/s of decoding, reading with checks, and the whole run, on the same dump."""
     # Best of two, so the first pass pays for the page cache and the imports.
     decode = min(decode_only(dump) for _ in range(2))
@@ -116,7 +121,7 @@ def throughput(dump: Path, root: Path, requests: int, threads: int) -> None:
         ("read + checks + padded tensors", read),
         ("blend run end to end", blend),
     ]
-    print(f"homefeed spec, {requests} requests x 500 candidates, T=50, threads={threads}")
+    print(f"homefeed spec, {requests} requests x {candidates} candidates, T=50, threads={threads}")
     print(f"{'stage':34s} {'requests/s':>11s} {'x floor time':>13s}")
     for name, seconds in rows:
         print(f"{name:34s} {requests / seconds:11.1f} {seconds / decode:13.2f}")

@@ -574,7 +574,7 @@ def report_command(
     candidates: Annotated[int, typer.Option(min=1, help="Candidates per simulated request.")] = 200,
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", help="Learner(s) to compare: pg, value (repeatable)."),
+        typer.Option("--method", help="Learner(s) to compare: pg, value, model (repeatable)."),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
     seed: Annotated[int, typer.Option()] = 0,
@@ -595,9 +595,9 @@ def report_command(
     method = method or ["pg"]
     if output not in ("text", "json"):
         _fail("--format must be text or json", EXIT_USAGE)
-    bad = [m for m in method if m not in ("pg", "value")]
+    bad = [m for m in method if m not in ("pg", "value", "model")]
     if bad:
-        _fail(f"unknown --method {bad[0]!r}; use pg or value", EXIT_USAGE)
+        _fail(f"unknown --method {bad[0]!r}; use pg, value or model", EXIT_USAGE)
     if not simulate and held_out is None:
         _fail("pass --held-out LOGS (off-policy judging) or --simulate N (on-policy)", EXIT_USAGE)
     loaded = _load_or_exit(spec)

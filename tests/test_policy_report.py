@@ -152,13 +152,14 @@ def test_cli_report_off_policy_and_on_policy(tmp_path: Path) -> None:
         app,
         ["policy", "report", "--spec", ads, "--logs", str(paths["train"]), "--simulate", "40",
          "--candidates", "30", "--epochs", "2", "--method", "pg", "--method", "value",
-         "--format", "json"],
+         "--method", "model", "--format", "json"],
     )  # fmt: skip
     assert on.exit_code == 0, on.output
     data = json.loads(on.stdout)
     assert data["evaluation"].startswith("on-policy")
     assert [r["policy"] for r in data["ablation"]] == [
-        "defaults (fixed)", "clicks/pg", "clicks/value", "engaged/pg", "engaged/value"
+        "defaults (fixed)", "clicks/pg", "clicks/value", "clicks/model",
+        "engaged/pg", "engaged/value", "engaged/model",
     ]  # fmt: skip
     assert {s["segment"] for s in data["segments"]} <= {
         "clicker", "saver", "long_reader", "fatigued"
@@ -176,3 +177,9 @@ def test_cli_report_usage_errors(tmp_path: Path) -> None:
         ["policy", "report", "--spec", ads, "--logs", str(logs), "--held-out", str(logs)],
     )
     assert bad.exit_code == 1 and "cannot report" in bad.output
+    unknown = runner.invoke(
+        app,
+        ["policy", "report", "--spec", ads, "--logs", str(logs), "--held-out", str(logs),
+         "--method", "sarsa"],
+    )  # fmt: skip
+    assert unknown.exit_code == 2 and "pg, value or model" in unknown.output
