@@ -297,6 +297,17 @@ def log_data(spec: Spec, logs: Any, reward: str | None = None) -> LogData:
 # --------------------------------------------------------------------------------------------
 
 
+def state_body(state_size: int, hidden: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """The hidden ReLU layers over the standardised state, and their output width: shared by the
+    policy network and the reward model, which must have the same body to fold into it."""
+    layers: list[nn.Module] = []
+    width = state_size
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers), width
+
+
 class PolicyNet(nn.Module):
     """MLP over standardised state → ``[B, K]`` scores (log-probabilities, or rewards for
     ``kind="value"``). Factorised heads score each weight separately and add."""
@@ -313,12 +324,7 @@ class PolicyNet(nn.Module):
             raise ValueError("heads must be 'joint' or 'factorised'")
         self.grid_shape = tuple(int(s) for s in grid_shape)
         self.heads = heads
-        layers: list[nn.Module] = []
-        width = state_size
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = state_body(state_size, hidden)
         outputs = sum(self.grid_shape) if heads == "factorised" else int(np.prod(self.grid_shape))
         self.out = nn.Linear(width, outputs)
         self.register_buffer("mean", torch.zeros(state_size))
@@ -741,12 +747,7 @@ class _RewardModel(nn.Module):
         super().__init__()
         self.grid_shape = tuple(int(s) for s in grid_shape)
         self.rank = rank
-        layers: list[nn.Module] = []
-        width = state_size
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.body = nn.Sequential(*layers)
+        self.body, width = state_body(state_size, hidden)
         self.state_out = nn.Linear(width, rank + 1)  # u (rank) and c (1)
         self.action_net = nn.Sequential(
             nn.Linear(sum(self.grid_shape), action_hidden),
