@@ -746,7 +746,6 @@ class _RewardModel(nn.Module):
     ) -> None:
         super().__init__()
         self.grid_shape = tuple(int(s) for s in grid_shape)
-        self.rank = rank
         self.body, width = state_body(state_size, hidden)
         self.state_out = nn.Linear(width, rank + 1)  # u (rank) and c (1)
         self.action_net = nn.Sequential(
@@ -786,7 +785,7 @@ class _RewardModel(nn.Module):
 
 
 def _fit_reward_model(
-    policy: LearnedPolicy, train: _Arrays, val: LogData, fit: _Fit, hidden: Sequence[int]
+    policy: LearnedPolicy, train: _Arrays, val: LogData, fit: _Fit
 ) -> tuple[list[dict[str, float]], int, float, dict[str, Tensor]]:
     """``method="model"``: fit :class:`_RewardModel` by least squares with a cosine learning-rate
     schedule (the reward is noisy enough that a constant rate keeps the argmax wandering from
@@ -802,7 +801,7 @@ def _fit_reward_model(
     rewards = torch.as_tensor(train.rewards, dtype=torch.float32)
     va = torch.as_tensor(val.actions)
     vr = torch.as_tensor(val.rewards, dtype=torch.float32)
-    model = _RewardModel(z.shape[1], policy.grid.shape, hidden)
+    model = _RewardModel(z.shape[1], policy.grid.shape, policy.hidden)
     with torch.no_grad():
         model.state_out.bias[-1] = float(rewards.mean())
     optimiser = torch.optim.Adam(model.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
@@ -1079,9 +1078,7 @@ def train_policy(
         seed,
     )
     if method == "model":
-        history, best_epoch, best_score, best_state = _fit_reward_model(
-            policy, arrays, val, fit, hidden
-        )
+        history, best_epoch, best_score, best_state = _fit_reward_model(policy, arrays, val, fit)
     elif launched is not None:
         history, best_epoch, best_score, best_state = _run_under_torchrun(
             policy, arrays, val, fit, *launched
