@@ -1,7 +1,7 @@
 """DRL-PUT figures on the simulator's default world (issue 5, DESIGN §7), in one run.
 
     python benchmarks/bench_policy.py            # 200k logged requests, 500 held-out requests
-    python benchmarks/bench_policy.py --quick    # 20k logged, 120 held-out (a few minutes)
+    python benchmarks/bench_policy.py --quick    # 20k logged, 120 held-out: a smoke run (~10 min)
     python benchmarks/bench_policy.py --cache .bench-cache   # reuse logs and grid values
 
 Steps, all on specs/ads.blend (a 10 x 10 x 10 grid over w_ctr, w_long_ctr, w_value):
