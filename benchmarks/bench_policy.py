@@ -11,8 +11,9 @@ Steps, all on specs/ads.blend (a 10 x 10 x 10 grid over w_ctr, w_long_ctr, w_val
    actions, exact expected outcomes (``blendspec.explore.grid_values``) — this gives the best
    fixed weights, the spec's defaults, the per-segment and per-request oracles, and the
    on-policy value of any policy on those very requests, all paired;
-3. for each declared reward, a policy-gradient policy (and the value learner for comparison)
-   trained on the logs, evaluated on-policy on the held-out requests;
+3. for each declared reward, a policy of the first ``--method`` (default: the reward-model
+   learner) trained on the logs, and the other methods (default: the policy gradient) for the
+   spec's own reward, all evaluated on-policy on the held-out requests;
 4. SNIPS and DR estimates of the learned policy's value from held-out uniform logs (stream
    seed 2), next to its on-policy value on the requests of those logs.
 
