@@ -649,6 +649,25 @@ class _Arrays:
     advantages: np.ndarray
 
 
+class _BestEpoch:
+    """Early stopping shared by the learners: keeps the best-scoring epoch's weights and says
+    when ``patience`` epochs in a row have not improved on it."""
+
+    def __init__(self, module: nn.Module, patience: int) -> None:
+        self.score, self.epoch = -math.inf, 0
+        self.state = copy.deepcopy(module.state_dict())
+        self.patience = patience
+        self.stale = 0
+
+    def stop_after(self, epoch: int, score: float, module: nn.Module) -> bool:
+        if score > self.score or epoch == 0:
+            self.score, self.epoch, self.stale = score, epoch, 0
+            self.state = copy.deepcopy(module.state_dict())
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
 def _fit(
     net: nn.Module,
     module: PolicyNet,
@@ -677,8 +696,7 @@ def _fit(
     n = len(train.actions)
     optimiser = torch.optim.Adam(module.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
     history: list[dict[str, float]] = []
-    best = (-math.inf, 0, copy.deepcopy(module.state_dict()))
-    stale = 0
+    best = _BestEpoch(module, fit.patience)
     for epoch in range(fit.epochs):
         net.train()
         order = torch.randperm(n, generator=gen)
@@ -713,13 +731,9 @@ def _fit(
         if value is None:
             value = -total / n
         history.append({"epoch": epoch, "loss": total / n, "val_snips": value})
-        if value > best[0] or epoch == 0:
-            best, stale = (value, epoch, copy.deepcopy(module.state_dict())), 0
-        else:
-            stale += 1
-            if stale >= fit.patience:
-                break
-    return history, best[1], best[0], best[2]
+        if best.stop_after(epoch, value, module):
+            break
+    return history, best.epoch, best.score, best.state
 
 
 class _RewardModel(nn.Module):
@@ -807,8 +821,7 @@ def _fit_reward_model(
     optimiser = torch.optim.Adam(model.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, fit.epochs))
     history: list[dict[str, float]] = []
-    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
-    stale = 0
+    best = _BestEpoch(model, fit.patience)
     n = len(train.actions)
     for epoch in range(fit.epochs):
         model.train()
@@ -826,17 +839,13 @@ def _fit_reward_model(
         with torch.no_grad():
             score = -float(((model(zv, va) - vr) ** 2).mean()) if len(va) else -total / n
         history.append({"epoch": epoch, "loss": total / n, "val_neg_mse": score})
-        if score > best[0] or epoch == 0:
-            best, stale = (score, epoch, copy.deepcopy(model.state_dict())), 0
-        else:
-            stale += 1
-            if stale >= fit.patience:
-                break
-    model.load_state_dict(best[2])
+        if best.stop_after(epoch, score, model):
+            break
+    model.load_state_dict(best.state)
     model.eval()
     model.fold_into(net)
     net.eval()
-    return history, best[1], best[0], copy.deepcopy(net.state_dict())
+    return history, best.epoch, best.score, copy.deepcopy(net.state_dict())
 
 
 def _free_port() -> int:
