@@ -1,4 +1,4 @@
-"""Benchmark: batched torch blending operators vs efficient per-request numpy baselines.
+"""Benchmark: the blending operators (compiled loops and torch path) vs per-request numpy.
 
 Run from the repository root::
 
@@ -11,11 +11,13 @@ Run from the repository root::
 After the grid, a second table times each operator with its per-step trace off and on (N=500),
 with the same inputs, and checks that the selections are identical either way.
 
-For each operator it prints requests/s of the torch operator and of a per-request numpy baseline
-on the same float32 inputs, the ratio, whether the selections are identical (requests with the
-same slate / all requests), and the torch time per request next to the operator's floor: T
-products of an N x d float32 matrix with a vector, the one O(N d) read per step that no
-implementation of these greedy algorithms can avoid (measured here, on one core).
+For each operator it prints requests/s of the operator as `blend run` calls it (the compiled
+per-request loop, ops/_native.py), of its torch path (what `blend export` traces, also used
+without a C compiler) and of a per-request numpy baseline on the same float32 inputs, the two
+ratios, whether all three select identically (requests with the same slate / all requests), and
+the compiled loop's core time per request (it runs one request per thread) next to the
+operator's floor: T products of an N x d float32 matrix with a vector, the one O(N d) read per
+step that no implementation of these greedy algorithms can avoid (measured here, on one core).
 
 The baselines are the efficient forms a careful numpy engineer would write, not the test
 references: SSD with incremental residual updates (preallocated buffers, in-place rank-1 updates
@@ -57,6 +59,7 @@ from blendspec.ops import (  # noqa: E402
     SimilaritySignals,
     dpp,
     feature_map,
+    kernels,
     mmr,
     normalize_relevance,
     ssd,
@@ -190,7 +193,14 @@ def make_inputs(op: str, n: int, batch: int, seed: int) -> Inputs:
     return Inputs(normalize_relevance(utility, mask, "zscore"), mask, phi)
 
 
-def run_torch(op: str, x: Inputs, trace: bool = False) -> torch.Tensor:
+def run_torch(op: str, x: Inputs, trace: bool = False, path: str = "native") -> torch.Tensor:
+    """The operator as `blend run` calls it: ``path`` "native" is the compiled loop (the
+    default), "torch" the torch path that `blend export` traces."""
+    with kernels(path):  # type: ignore[arg-type]
+        return _operator(op, x, trace)
+
+
+def _operator(op: str, x: Inputs, trace: bool) -> torch.Tensor:
     if op == "ssd":
         sel = ssd(x.relevance, x.phi, x.mask, None, slate_length=T, trace=trace, **SSD_PARAMS)
     elif op == "dpp":
@@ -270,9 +280,9 @@ def matvec_floor(n: int, d: int) -> float:
 
 def trace_table(ops: list[str], n: int, batches: list[int], repeat: int) -> None:
     """Trace off vs on (``trace=True`` keeps every candidate's score terms at every step, for
-    ``blend explain``). With the trace off the operators skip every trace record (one Python
-    test per step), so the off column is the operator's cost as in the grid above; the ratio is
-    what a traced request pays; the selections must be identical. Off and on are timed
+    ``blend explain``), for the compiled loops as `blend run` calls them. With the trace off the
+    loop writes no planes, so the off column is the operator's cost as in the grid above; the
+    ratio is what a traced request pays; the selections must be identical. Off and on are timed
     interleaved, best of ``repeat`` each, so that drift on a shared machine hits both."""
     header = (
         f"{'op':<4} {'N':>5} {'B':>3} {'trace off ms/req':>17} {'trace on ms/req':>16} "
@@ -339,12 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SSD {SSD_PARAMS} d={DIMS['ssd']}+bias | DPP {DPP_PARAMS} d={DIMS['dpp']} (float64) | "
           f"MMR {MMR_PARAMS} d={DIMS['mmr']}")  # fmt: skip
     header = (
-        f"{'op':<4} {'N':>5} {'B':>3} {'torch req/s':>12} {'numpy req/s':>12} {'ratio':>7} "
-        f"{'same':>7} {'torch ms/req':>13} {'floor ms/req':>13} {'x floor':>8}"
+        f"{'op':<4} {'N':>5} {'B':>3} {'native req/s':>13} {'torch req/s':>12} "
+        f"{'numpy req/s':>12} {'native/np':>10} {'torch/np':>9} {'same':>7} "
+        f"{'core-ms/req':>12} {'floor ms':>9} {'x floor':>8}"
     )
     if not args.trace_only:
         print(header)
         print("-" * len(header))
+    threads = torch.get_num_threads()
     for op in ops if not args.trace_only else []:
         for n in sizes:
             d_floor = DIMS[op] + (1 if op == "ssd" else 0)
@@ -353,16 +365,22 @@ def main(argv: list[str] | None = None) -> int:
                 x = make_inputs(op, n, batch, seed=n * 1000 + batch)
                 r_np = x.relevance.numpy()
                 phi_np = x.phi.numpy()
-                t_torch, idx_torch = best_time(lambda x=x, op=op: run_torch(op, x), repeat)
+                t_native, idx_native = best_time(lambda x=x, op=op: run_torch(op, x), repeat)
+                t_torch, idx_torch = best_time(
+                    lambda x=x, op=op: run_torch(op, x, path="torch"), repeat
+                )
                 t_np, idx_np = best_time(
                     lambda r=r_np, p=phi_np, op=op: run_numpy(op, r, p), repeat
                 )
-                same = int((idx_torch.numpy() == idx_np).all(1).sum())
-                per_req = t_torch / batch
+                same_native = (idx_native.numpy() == idx_np).all(1)
+                same = int((same_native & (idx_torch.numpy() == idx_np).all(1)).sum())
+                # The compiled loop runs one request per thread: its cost in core time.
+                core_ms = t_native / batch * min(threads, batch)
                 print(
-                    f"{op:<4} {n:>5} {batch:>3} {batch / t_torch:>12.1f} {batch / t_np:>12.1f} "
-                    f"{t_np / t_torch:>6.1f}x {same:>3}/{batch:<3} {per_req * 1e3:>13.3f} "
-                    f"{floor * 1e3:>13.3f} {per_req / floor:>7.1f}x",
+                    f"{op:<4} {n:>5} {batch:>3} {batch / t_native:>13.1f} "
+                    f"{batch / t_torch:>12.1f} {batch / t_np:>12.1f} "
+                    f"{t_np / t_native:>9.1f}x {t_np / t_torch:>8.1f}x {same:>3}/{batch:<3} "
+                    f"{core_ms * 1e3:>12.3f} {floor * 1e3:>9.3f} {core_ms / floor:>7.1f}x",
                     flush=True,
                 )
     if not args.no_trace:

@@ -250,6 +250,11 @@ class Engine(StrEnum):
     ray = "ray"
 
 
+class KernelChoice(StrEnum):
+    native = "native"
+    torch = "torch"
+
+
 class OnBadRequest(StrEnum):
     error = "error"
     skip = "skip"
@@ -283,6 +288,13 @@ def run_command(
     report: Annotated[
         Path | None, typer.Option(help="Write a self-contained HTML report with plots.")
     ] = None,
+    kernels: Annotated[
+        KernelChoice,
+        typer.Option(
+            help="native: the compiled greedy loops (fastest; built on first use); torch: the "
+            "torch operators, bit for bit what a `blend export` artifact computes."
+        ),
+    ] = KernelChoice.native,
 ) -> None:
     """Blend a candidate dump with a spec: slates, rejects and a metrics summary."""
     import torch
@@ -296,6 +308,14 @@ def run_command(
     if threads is not None:
         torch.set_num_threads(threads)
     console = _stderr()
+    if kernels is KernelChoice.native:
+        from blendspec.ops import _native
+
+        if _native.library() is None and _native.build_error:
+            console.print(
+                f"[yellow]note:[/] the compiled loops are unavailable ({_native.build_error}); "
+                "blending with the torch operators"
+            )
     if candidates is None:
         from blendspec.dump import DumpError
         from blendspec.sample import sample_dump
@@ -319,6 +339,7 @@ def run_command(
                 progress=lambda n: bar.advance(task, n),
                 engine=engine.value,
                 report=report,
+                kernels=kernels.value,
             )
         except BadRequestError as error:
             _fail(

@@ -35,6 +35,7 @@ from blendspec import __version__
 from blendspec.loader import LoadedSpec
 from blendspec.lower import BlendModule
 from blendspec.model import Input, Spec
+from blendspec.ops import kernels
 
 METADATA_FILE = "blendspec.json"
 """Name of the extra file inside the artifact that holds the input/output contract."""
@@ -262,7 +263,8 @@ def export_spec(loaded: LoadedSpec, path: Path) -> ExportResult:
             dims[1] = candidates
         shapes.append(dims)
     try:
-        with torch.no_grad():
+        # The artifact is the torch path: it must run on torch alone (see ops/_native.py).
+        with torch.no_grad(), kernels("torch"):
             program = torch.export.export(
                 wrapper,
                 (mask, *inputs),

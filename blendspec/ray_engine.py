@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from blendspec.dump import DumpError, DumpReader, dump_files
 from blendspec.loader import LoadedSpec, load_source
+from blendspec.ops import Kernels
+from blendspec.ops import kernels as use_kernels
 from blendspec.run import BadRequestError, BadRequestPolicy, Runner, Tally, blend_source
 
 ACTOR_CPUS = 0.5
@@ -30,7 +32,14 @@ class ShardBlender:
     """A Ray Data callable class: compiles the spec once, then blends whole shards."""
 
     def __init__(
-        self, text: str, syntax: str, name: str, base_dir: str | None, batch_size: int, on_bad: str
+        self,
+        text: str,
+        syntax: str,
+        name: str,
+        base_dir: str | None,
+        batch_size: int,
+        on_bad: str,
+        kernels: Kernels,
     ) -> None:
         import torch
 
@@ -45,6 +54,7 @@ class ShardBlender:
         self.runner = Runner(loaded)
         self.batch_size = batch_size
         self.on_bad = on_bad
+        self.kernels = kernels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         payloads = []
@@ -55,11 +65,12 @@ class ShardBlender:
     def _blend(self, shard: int, path: str) -> dict[str, Any]:
         tables: list[pa.Table] = []
         try:
-            tally = blend_source(
-                self.runner, DumpReader(Path(path), self.runner.spec),
-                batch_size=self.batch_size, limit=None, on_bad_request=self.on_bad,  # type: ignore[arg-type]
-                emit=tables.append,
-            )  # fmt: skip
+            with use_kernels(self.kernels):
+                tally = blend_source(
+                    self.runner, DumpReader(Path(path), self.runner.spec),
+                    batch_size=self.batch_size, limit=None, on_bad_request=self.on_bad,  # type: ignore[arg-type]
+                    emit=tables.append,
+                )  # fmt: skip
         except BadRequestError as error:
             return {"shard": shard, "bad_request": error.problem}
         except DumpError as error:
@@ -82,6 +93,7 @@ def blend_with_ray(
     on_bad_request: BadRequestPolicy,
     emit: Callable[[pa.Table], None],
     progress: Callable[[int], None] | None = None,
+    kernels: Kernels = "native",
 ) -> Tally:
     import ray
 
@@ -109,6 +121,7 @@ def blend_with_ray(
             fn_constructor_args=(
                 source.text, loaded.document.syntax, source.name,
                 str(loaded.base_dir) if loaded.base_dir else None, batch_size, on_bad_request,
+                kernels,
             ),
             batch_size=1,
             num_cpus=ACTOR_CPUS,

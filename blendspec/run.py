@@ -365,46 +365,53 @@ def run(
     progress: Callable[[int], None] | None = None,
     engine: Engine = "local",
     report: Path | None = None,
+    kernels: ops.Kernels = "native",
 ) -> RunSummary:
-    """Blend every request of `candidates` into `out`; see the module docstring for guarantees."""
+    """Blend every request of `candidates` into `out`; see the module docstring for guarantees.
+
+    ``kernels="torch"`` runs the operators' torch path, which an exported artifact reproduces
+    bit for bit; the default compiled loops pick the same slates (see ``ops/_native.py``).
+    """
     if report is not None and engine != "local":
         raise ValueError("--report is only supported by the local engine")
-    started = time.perf_counter()
-    rejects_path = rejects or out.with_name(out.stem + ".rejects.parquet")
-    runner = Runner(loaded)
-    collector = None
-    with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:
-        writer = pq.ParquetWriter(slates_tmp, runner.schema)
-        try:
-            if engine == "ray":
-                from blendspec.ray_engine import blend_with_ray
+    with ops.kernels(kernels):
+        started = time.perf_counter()
+        rejects_path = rejects or out.with_name(out.stem + ".rejects.parquet")
+        runner = Runner(loaded)
+        collector = None
+        with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:
+            writer = pq.ParquetWriter(slates_tmp, runner.schema)
+            try:
+                if engine == "ray":
+                    from blendspec.ray_engine import blend_with_ray
 
-                tally = blend_with_ray(
-                    loaded, candidates, batch_size=batch_size, limit=limit,
-                    on_bad_request=on_bad_request, emit=writer.write_table, progress=progress,
-                )  # fmt: skip
-            else:
-                if report is not None:
-                    collector = _collector(runner)
-                tally = blend_source(
-                    runner, DumpReader(candidates, loaded.spec), batch_size=batch_size,
-                    limit=limit, on_bad_request=on_bad_request, emit=writer.write_table,
-                    progress=progress, observe=collector.add if collector else None,
-                )  # fmt: skip
-        finally:
-            writer.close()
-        pq.write_table(rejects_table(tally.rejects), rejects_tmp)
-    if not tally.rejects:
-        Path(rejects_path).unlink(missing_ok=True)
-    summary = tally.summary(time.perf_counter() - started)
-    summary.slates_path = str(out)
-    summary.rejects_path = str(rejects_path) if tally.rejects else None
-    if report is not None and collector is not None:
-        from blendspec.report import render_report
+                    tally = blend_with_ray(
+                        loaded, candidates, batch_size=batch_size, limit=limit,
+                        on_bad_request=on_bad_request, emit=writer.write_table, progress=progress,
+                        kernels=kernels,
+                    )  # fmt: skip
+                else:
+                    if report is not None:
+                        collector = _collector(runner)
+                    tally = blend_source(
+                        runner, DumpReader(candidates, loaded.spec), batch_size=batch_size,
+                        limit=limit, on_bad_request=on_bad_request, emit=writer.write_table,
+                        progress=progress, observe=collector.add if collector else None,
+                    )  # fmt: skip
+            finally:
+                writer.close()
+            pq.write_table(rejects_table(tally.rejects), rejects_tmp)
+        if not tally.rejects:
+            Path(rejects_path).unlink(missing_ok=True)
+        summary = tally.summary(time.perf_counter() - started)
+        summary.slates_path = str(out)
+        summary.rejects_path = str(rejects_path) if tally.rejects else None
+        if report is not None and collector is not None:
+            from blendspec.report import render_report
 
-        with atomic_path(report) as temporary:
-            temporary.write_text(render_report(loaded.spec.name, summary.to_json(), collector))
-    return summary
+            with atomic_path(report) as temporary:
+                temporary.write_text(render_report(loaded.spec.name, summary.to_json(), collector))
+        return summary
 
 
 def _collector(runner: Runner):  # type: ignore[no-untyped-def]

@@ -1,9 +1,10 @@
 """`blend export`: the artifact, its contract, and parity with `blend run` from torch alone.
 
-The parity tests blend the same requests twice: with `blend run` (in process) and with the
-exported program loaded by `examples/serve.py` in a subprocess where `import blendspec` fails, fed
-the requests as JSON through the HTTP server. Slates, utilities, scores, weights and the policy's
-action and propensity must be equal bit for bit.
+The parity tests blend the same requests twice: with `blend run --kernels torch` (in process)
+and with the exported program loaded by `examples/serve.py` in a subprocess where `import
+blendspec` fails, fed the requests as JSON through the HTTP server. Slates, utilities, scores,
+weights and the policy's action and propensity must be equal bit for bit. (`blend run`'s default
+compiled loops pick the same slates, with scores equal to float32 rounding: tests/test_run.py.)
 
 Exports are the slow part (tracing a T-step greedy loop, and loading it back), so each spec is
 exported once per session, with a slate just past its longest window.
@@ -178,7 +179,7 @@ def test_served_artifacts_give_blend_run_slates(
         spec_path, artifact = exported[name]
         loaded = load_spec(spec_path)
         slates = tmp_path / f"{case}.parquet"
-        run(loaded, dump, slates, limit=limit)
+        run(loaded, dump, slates, limit=limit, kernels="torch")
         expected[case] = _expected(slates, list(loaded.spec.weights))
         requests = tmp_path / f"{case}.jsonl"
         _requests_jsonl(dump, spec_path, requests, limit)

@@ -1,4 +1,5 @@
-"""The wheel carries the grammar, works without the checkout, and installs no top-level `cli`."""
+"""The wheel carries the grammar and the C source of the compiled loops, works without the
+checkout (building the loops into its cache on first use), and installs no top-level `cli`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def test_wheel_contents_and_use_without_checkout(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("blendspec-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "blendspec/grammar/blendspec.lark" in names
+    assert "blendspec/ops/csrc/greedy.c" in names  # the compiled loops are built from it
     top_level = {name.split("/")[0] for name in names}
     assert "cli.py" not in top_level and "cli" not in top_level
     assert not any(name.startswith(("tests/", "specs/")) for name in names)
@@ -45,12 +47,18 @@ def test_wheel_contents_and_use_without_checkout(tmp_path: Path) -> None:
         "import sys, blendspec.syntax as s; "
         f"assert s.__file__.startswith({str(target)!r}), s.__file__; "
         "from blendspec.loader import load_spec; "
+        "from blendspec.ops import _native; "
+        "assert _native.library() is not None, _native.build_error; "
         f"print(load_spec({str(spec)!r}).spec.name)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        env={
+            "PYTHONPATH": str(target),
+            "PATH": "/usr/bin:/bin",
+            "BLENDSPEC_CACHE": str(tmp_path / "cache"),
+        },
         capture_output=True,
         text=True,
     )

@@ -1,6 +1,8 @@
-"""Pure torch blending operators (DESIGN §3), batched over padded requests."""
+"""The blending operators (DESIGN §3), batched over padded requests: torch, with compiled
+per-request loops for the greedy selectors where a C compiler is available (``_native``)."""
 
 from blendspec.ops._greedy import Selection
+from blendspec.ops._native import KERNELS, Kernels, kernels
 from blendspec.ops.constraints import (
     CategoryCap,
     GreedyConstraints,
@@ -13,8 +15,10 @@ from blendspec.ops.select import dpp, greedy_relevance, mmr, ssd
 from blendspec.ops.similarity import SimilaritySignals, feature_map
 
 __all__ = [
+    "KERNELS",
     "CategoryCap",
     "GreedyConstraints",
+    "Kernels",
     "Selection",
     "SemanticIdPenalty",
     "SimilaritySignals",
@@ -22,6 +26,7 @@ __all__ = [
     "dpp",
     "feature_map",
     "greedy_relevance",
+    "kernels",
     "mmr",
     "normalize_relevance",
     "slate_metrics",

@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from blendspec.ops import _native
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
@@ -61,6 +62,20 @@ def dpp(
     d = features.shape[2]
     two_alpha = 2.0 * float(alpha)
     log_eps = math.log(float(epsilon))
+    if _native.usable(relevance, features):
+        return _native.dpp(
+            p.valid,
+            p.relevance,
+            features,
+            p.constraints,
+            slate_length,
+            window=window,
+            two_alpha=two_alpha,
+            log_epsilon=log_eps,
+            names=["relevance", "diversity", *ConstraintState.names_of(p.constraints)]
+            if trace
+            else None,
+        )
     n_rows = max(slate_length - 1, 0) if window is None else min(window, max(slate_length - 1, 0))
 
     def run(sl: slice) -> Selection:

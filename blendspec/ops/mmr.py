@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from blendspec.ops import _native
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
@@ -36,10 +37,20 @@ def mmr(
             p.batch,
             slate_length,
             mask.device,
-            names(ConstraintState(p.constraints, 0, torch.float32)),
+            ["relevance", "diversity", *ConstraintState.names_of(p.constraints)] if trace else None,
+        )
+    lam_f = float(lam)
+    if _native.usable(relevance, features):
+        return _native.mmr(
+            p.valid,
+            p.relevance,
+            features,
+            p.constraints,
+            slate_length,
+            lam_f,
+            ["relevance", "diversity", *ConstraintState.names_of(p.constraints)] if trace else None,
         )
     d = features.shape[2]
-    lam_f = float(lam)
     sim_coef = 1.0 - lam_f
 
     def run(sl: slice) -> Selection:

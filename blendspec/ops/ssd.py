@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from blendspec.ops import _native
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import Prepared, RowGather, load_transposed, prepare
@@ -70,6 +71,20 @@ def ssd(
     scale = div_coef * div_coef if div_coef != 0.0 else 1.0
     sign = 1.0 if div_coef >= 0 else -1.0
     volume = variant == "volume"
+    if _native.usable(relevance, features):
+        return _native.ssd(
+            p.valid,
+            p.relevance,
+            features,
+            p.constraints,
+            slate_length,
+            window=w,
+            theta=theta_f,
+            div_coef=div_coef,
+            epsilon=eps,
+            volume=volume,
+            names=_names(p, trace),
+        )
 
     def run(sl: slice) -> Selection:
         valid, r, cons = p.chunk(sl)

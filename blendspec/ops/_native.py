@@ -1,0 +1,318 @@
+"""The compiled per-request greedy loops (``csrc/greedy.c``): built on first use, optional.
+
+The torch operators advance a whole batch one step at a time, so at realistic sizes every step
+re-reads the batch's feature matrices from memory and pays a fixed cost per tensor op. The C loop
+runs each request's steps back to back with its working set in cache, requests spread over
+OpenMP threads. It is compiled once per machine into the cache folder (a C compiler is the only
+requirement; ``CC`` picks it) and loaded with ctypes.
+
+The torch path stays: it is what ``torch.export`` traces (a served artifact needs torch alone),
+it runs on non-CPU tensors, and it is used without a compiler, with ``BLENDSPEC_NATIVE=0`` or
+inside ``kernels("torch")``. Both paths follow the same formulas and pick the same slates; their
+scores can differ in the last bits of float32 (sums run in a different order), so only the torch
+path reproduces an exported artifact bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from blendspec.ops._greedy import STEP_EXTRAS, Selection
+from blendspec.ops.constraints import PreparedConstraints, _harmonic_unit
+
+SOURCE = Path(__file__).parent / "csrc" / "greedy.c"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+build_error: str | None = None
+"""Why the library is not available (None when it is, or before the first attempt)."""
+
+Kernels = Literal["native", "torch"]
+KERNELS: tuple[Kernels, ...] = ("native", "torch")
+_choice: contextvars.ContextVar[Kernels] = contextvars.ContextVar("kernels", default="native")
+
+
+@contextlib.contextmanager
+def kernels(choice: Kernels) -> Iterator[None]:
+    """Run the operators called inside the block with the compiled loops (``"native"``, the
+    default, where available) or with their torch path (``"torch"``)."""
+    if choice not in KERNELS:
+        raise ValueError(f"unknown kernels {choice!r}; expected one of {KERNELS}")
+    token = _choice.set(choice)
+    try:
+        yield
+    finally:
+        _choice.reset(token)
+
+
+class _Constraints(ctypes.Structure):
+    _fields_ = [
+        ("n_spacing", ctypes.c_int),
+        ("spacing_flags", ctypes.c_void_p),
+        ("spacing_window", ctypes.c_void_p),
+        ("spacing_unit", ctypes.c_void_p),
+        ("spacing_scale", ctypes.c_void_p),
+        ("sid_levels", ctypes.c_int),
+        ("sid_prefix", ctypes.c_void_p),
+        ("sid_window", ctypes.c_int32),
+        ("sid_min_prefix", ctypes.c_int32),
+        ("sid_unit", ctypes.c_double),
+        ("sid_scale", ctypes.c_double),
+        ("n_caps", ctypes.c_int),
+        ("cap_ranks", ctypes.c_void_p),
+        ("cap_max", ctypes.c_void_p),
+        ("cap_window", ctypes.c_void_p),
+    ]
+
+
+def _cache_folder() -> Path:
+    from blendspec.sample import cache_dir
+
+    return cache_dir() / "native"
+
+
+def _host() -> str:
+    """What ``-march=native`` compiled for: a cache folder shared by machines with other CPUs
+    must not hand them a library with instructions they lack."""
+    host = f"{platform.node()} {platform.machine()} {platform.processor()}"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return f"{host} {flags.strip()}"
+
+
+def _build() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise OSError("no C compiler (set CC)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _host().encode()])
+    ).hexdigest()[:16]
+    folder = _cache_folder()
+    target = folder / f"greedy-{key}.so"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".greedy-", suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            done = subprocess.run(
+                [compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+            os.replace(tmp, target)  # concurrent builders: the last rename wins, same bytes
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    lib = ctypes.CDLL(str(target))
+    for name in ("mmr", "ssd", "dpp"):
+        getattr(lib, f"blend_{name}").restype = ctypes.c_int
+    lib.blend_set_threads.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, building it on the first call; None when unavailable."""
+    global _library, _tried, build_error
+    if os.environ.get("BLENDSPEC_NATIVE", "1") == "0":
+        return None
+    with _lock:
+        if not _tried:
+            _tried = True
+            try:
+                _library = _build()
+            except OSError as error:
+                build_error = str(error)
+        return _library
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether an operator call can take the compiled loop."""
+    if _choice.get() == "torch" or torch.compiler.is_compiling():
+        return False
+    if any(t.device.type != "cpu" for t in tensors):
+        return False
+    return library() is not None
+
+
+def _ptr(t: Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _constraints(c: PreparedConstraints, keep: list[Tensor]) -> _Constraints:
+    """The C view of the prepared constraints; ``keep`` holds the tensors it points into."""
+
+    def hold(t: Tensor) -> ctypes.c_void_p:
+        t = t.contiguous()
+        keep.append(t)
+        return _ptr(t)
+
+    out = _Constraints()
+    if c.spacing:
+        units = [_harmonic_unit(s.window, 1) for s in c.spacing]
+        out.n_spacing = len(c.spacing)
+        out.spacing_flags = hold(torch.stack([f.to(torch.float32) for f in c.spacing_flags]))
+        out.spacing_window = hold(torch.tensor([s.window for s in c.spacing], dtype=torch.int32))
+        out.spacing_unit = hold(torch.tensor([u for u, _ in units], dtype=torch.float64))
+        out.spacing_scale = hold(
+            torch.tensor(
+                [s.coefficient * scale for s, (_, scale) in zip(c.spacing, units, strict=True)],
+                dtype=torch.float64,
+            )
+        )
+    if c.sid is not None and c.sid_prefix is not None:
+        levels = c.sid_prefix.shape[1]
+        unit, scale = _harmonic_unit(c.sid.window, levels)
+        out.sid_levels = levels
+        out.sid_prefix = hold(c.sid_prefix.to(torch.float32))
+        out.sid_window = c.sid.window
+        out.sid_min_prefix = c.sid.min_prefix
+        out.sid_unit = unit
+        out.sid_scale = c.sid.coefficient * scale / levels
+    if c.caps:
+        out.n_caps = len(c.caps)
+        out.cap_ranks = hold(torch.stack([r.to(torch.int64) for r in c.cap_ranks]))
+        out.cap_max = hold(torch.tensor([k.max_count for k in c.caps], dtype=torch.int32))
+        out.cap_window = hold(torch.tensor([k.window for k in c.caps], dtype=torch.int32))
+    return out
+
+
+def _run(
+    name: str,
+    valid: Tensor,
+    relevance: Tensor,
+    features: Tensor,
+    constraints: PreparedConstraints,
+    slate_length: int,
+    params: list[object],
+    dtype: torch.dtype,
+    names: list[str] | None,
+) -> Selection:
+    """Call ``blend_<name>`` on a prepared batch (``valid``/``relevance`` ``[B, Np]``, features
+    ``[B, N, D]``); with ``names`` (the trace's component names) the per-step trace as well."""
+    lib = library()
+    assert lib is not None
+    b, width = valid.shape
+    n, d = features.shape[1], features.shape[2]
+    keep: list[Tensor] = []
+    cons = _constraints(constraints, keep)
+    r = relevance.to(torch.float32).contiguous()
+    v = valid.to(torch.uint8).contiguous()
+    phi = features.to(torch.float32).contiguous()
+    indices = torch.empty((b, slate_length), dtype=torch.int64)
+    scores = torch.empty((b, slate_length), dtype=torch.float32)
+    forced = torch.zeros((b,), dtype=torch.int64)
+    stops = torch.zeros((b,), dtype=torch.uint8)
+    planes = None
+    if names is not None:
+        shape = (len(names) + len(STEP_EXTRAS), b, slate_length, width)
+        planes = torch.empty(shape, dtype=dtype)
+    outputs = [_ptr(indices), _ptr(scores), _ptr(forced)]
+    if name == "dpp":
+        outputs.append(_ptr(stops))
+    lib.blend_set_threads(torch.get_num_threads())
+    status = getattr(lib, f"blend_{name}")(
+        b, n, width, d, slate_length, *params, _ptr(r), _ptr(v), _ptr(phi), ctypes.byref(cons),
+        *outputs, None if planes is None else _ptr(planes),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError(f"the native {name} loop could not allocate its working memory")
+    early_stops = stops.to(torch.bool)
+    if planes is None or names is None:
+        return Selection(indices, scores, forced, early_stops)
+    steps = dict(zip((*names, *STEP_EXTRAS), planes.unbind(0), strict=True))
+    active = indices >= 0
+    at = indices.clamp(min=0).unsqueeze(2)
+    trace = {
+        k: torch.where(active, steps[k].gather(2, at).squeeze(2).to(torch.float32), 0.0)
+        for k in names
+    }
+    return Selection(indices, scores, forced, early_stops, trace, steps)
+
+
+def mmr(
+    valid: Tensor,
+    relevance: Tensor,
+    features: Tensor,
+    constraints: PreparedConstraints,
+    slate_length: int,
+    lam: float,
+    names: list[str] | None = None,
+) -> Selection:
+    """MMR (see ``ops.mmr``) by the compiled loop."""
+    params = [ctypes.c_float(lam)]
+    return _run(
+        "mmr", valid, relevance, features, constraints, slate_length, params, torch.float32, names
+    )
+
+
+def ssd(
+    valid: Tensor,
+    relevance: Tensor,
+    features: Tensor,
+    constraints: PreparedConstraints,
+    slate_length: int,
+    *,
+    window: int,
+    theta: float,
+    div_coef: float,
+    epsilon: float,
+    volume: bool,
+    names: list[str] | None = None,
+) -> Selection:
+    """SSD (see ``ops.ssd``) by the compiled loop; ``div_coef`` is ``(1 - theta) gamma``."""
+    params = [
+        ctypes.c_int(window),
+        ctypes.c_float(theta),
+        ctypes.c_float(div_coef),
+        ctypes.c_float(epsilon),
+        ctypes.c_int(int(volume)),
+    ]
+    return _run(
+        "ssd", valid, relevance, features, constraints, slate_length, params, torch.float32, names
+    )
+
+
+def dpp(
+    valid: Tensor,
+    relevance: Tensor,
+    features: Tensor,
+    constraints: PreparedConstraints,
+    slate_length: int,
+    *,
+    window: int | None,
+    two_alpha: float,
+    log_epsilon: float,
+    names: list[str] | None = None,
+) -> Selection:
+    """DPP (see ``ops.dpp``) by the compiled loop, in float64 like the torch path."""
+    params = [
+        ctypes.c_int(window or 0),
+        ctypes.c_double(two_alpha),
+        ctypes.c_double(log_epsilon),
+    ]
+    return _run(
+        "dpp", valid, relevance, features, constraints, slate_length, params, torch.float64, names
+    )

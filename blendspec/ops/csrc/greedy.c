@@ -1,0 +1,653 @@
+/* Per-request greedy loops of the blending operators, compiled on first use (ops/_native.py).
+
+   The torch operators run a batch in lock step: every step is a handful of batched tensor ops,
+   and at realistic sizes each step re-reads the whole batch's feature matrices from memory. Here
+   each request runs all of its steps on its own, so its working set stays in the core's cache,
+   and requests are spread over OpenMP threads. The formulas are the torch path's (SSD in kernel
+   space, DPP by Chen's incremental Cholesky in float64, MMR with a running max; the penalties'
+   exact integer weights in float64). Every sum over features runs in feature order, vectorised
+   across candidates, so a candidate's bits depend on its own inputs only: never on the batch,
+   the padding or the other requests (ties go to the lower index).
+
+   Layout: every [B, Np] array is row-major with the padded candidate width Np; features are
+   [B, N, D] (N <= Np); constraint arrays are stacked per constraint: [K, B, Np] or [B, L, Np].
+   With `steps` (explain's trace) each operator also writes its per-step planes
+   [relevance, diversity, penalties..., score, cap_excluded], each [B, T, Np] in its own dtype. */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MAX_PLANES 64
+
+typedef struct {
+    int n_spacing;
+    const float *spacing_flags;    /* [S, B, Np] 0/1 */
+    const int32_t *spacing_window; /* [S] */
+    const double *spacing_unit;    /* [S] lcm(1..w) or 1 */
+    const double *spacing_scale;   /* [S] coefficient / unit */
+    int sid_levels;                /* 0: no semantic-ID penalty */
+    const float *sid_prefix;       /* [B, L, Np] prefix ranks */
+    int32_t sid_window;
+    int32_t sid_min_prefix;
+    double sid_unit;
+    double sid_scale;              /* coefficient / unit / L */
+    int n_caps;
+    const int64_t *cap_ranks;      /* [C, B, Np] */
+    const int32_t *cap_max;        /* [C] */
+    const int32_t *cap_window;     /* [C] */
+} Constraints;
+
+/* out[i] += sum_k coef[k] * rows[k][i] for k = 0..n_rows-1, in that order for every i (rows are
+   `stride` apart). Four rows per pass keep out[] in registers without changing the order. */
+#define DEFINE_ACCUMULATE(real, sfx)                                                              \
+    static void accumulate_##sfx(const real *restrict rows, size_t stride, const real *coef,      \
+                                 int n_rows, int n, real *restrict out) {                         \
+        int k = 0;                                                                                \
+        for (; k + 4 <= n_rows; k += 4) {                                                         \
+            const real *r0 = rows + (size_t)k * stride, *r1 = r0 + stride, *r2 = r1 + stride,     \
+                       *r3 = r2 + stride;                                                         \
+            real c0 = coef[k], c1 = coef[k + 1], c2 = coef[k + 2], c3 = coef[k + 3];              \
+            for (int i = 0; i < n; i++) {                                                         \
+                real s = out[i];                                                                  \
+                s += r0[i] * c0;                                                                  \
+                s += r1[i] * c1;                                                                  \
+                s += r2[i] * c2;                                                                  \
+                s += r3[i] * c3;                                                                  \
+                out[i] = s;                                                                       \
+            }                                                                                     \
+        }                                                                                         \
+        for (; k < n_rows; k++) {                                                                 \
+            const real *r0 = rows + (size_t)k * stride;                                           \
+            real c0 = coef[k];                                                                    \
+            for (int i = 0; i < n; i++) out[i] += r0[i] * c0;                                     \
+        }                                                                                         \
+    }
+DEFINE_ACCUMULATE(float, f)
+DEFINE_ACCUMULATE(double, d)
+
+/* phi [N, D] of one request, transposed into phi_t [D, N]; columns of invalid candidates are
+   zeroed (padding may hold NaN), and squares[i] = sum_k phi[i, k]^2 in feature order. */
+#define DEFINE_LOAD(real, sfx)                                                                    \
+    static void load_##sfx(const float *phi, const uint8_t *valid, int n, int d, real *phi_t,     \
+                           real *squares) {                                                       \
+        for (int i = 0; i < n; i++) {                                                             \
+            const float *row = phi + (size_t)i * d;                                               \
+            for (int k = 0; k < d; k++) phi_t[(size_t)k * n + i] = valid[i] ? (real)row[k] : 0;   \
+        }                                                                                         \
+        for (int i = 0; i < n; i++) squares[i] = 0;                                               \
+        for (int k = 0; k < d; k++) {                                                             \
+            const real *row = phi_t + (size_t)k * n;                                              \
+            for (int i = 0; i < n; i++) squares[i] += row[i] * row[i];                            \
+        }                                                                                         \
+    }
+DEFINE_LOAD(float, f)
+DEFINE_LOAD(double, d)
+
+/* Running state of the in-loop penalties and caps for one request. */
+typedef struct {
+    const Constraints *c;
+    int b, B, np, t_len;
+    double *flag_hist; /* [S, T] */
+    double *sid_ring;  /* [w, Np] */
+    float *cap_counts; /* [C, Np] */
+    int64_t *cap_hist; /* [C, T] */
+    float *cap_inc;    /* [C, T] */
+    double *pen;       /* [Np] one penalty term */
+} State;
+
+static int at_least_one(int n) { return n > 0 ? n : 1; }
+
+static int state_init(State *s, const Constraints *c, int b, int B, int np, int t_len) {
+    memset(s, 0, sizeof(*s));
+    s->c = c;
+    s->b = b;
+    s->B = B;
+    s->np = np;
+    s->t_len = t_len;
+    int w = c->sid_levels > 0 ? c->sid_window : 0;
+    size_t caps = at_least_one(c->n_caps);
+    s->flag_hist = calloc((size_t)at_least_one(c->n_spacing) * t_len, sizeof(double));
+    s->sid_ring = calloc((size_t)at_least_one(w) * np, sizeof(double));
+    s->cap_counts = calloc(caps * np, sizeof(float));
+    s->cap_hist = calloc(caps * t_len, sizeof(int64_t));
+    s->cap_inc = calloc(caps * t_len, sizeof(float));
+    s->pen = calloc(np, sizeof(double));
+    return s->flag_hist && s->sid_ring && s->cap_counts && s->cap_hist && s->cap_inc && s->pen;
+}
+
+static void state_free(State *s) {
+    free(s->flag_hist);
+    free(s->sid_ring);
+    free(s->cap_counts);
+    free(s->cap_hist);
+    free(s->cap_inc);
+    free(s->pen);
+}
+
+/* Number of penalty terms: one per spacing set, then the semantic-ID penalty. */
+static int n_penalties(const Constraints *c) { return c->n_spacing + (c->sid_levels > 0 ? 1 : 0); }
+
+/* Penalty term `which` at step t for every candidate, into s->pen (float64, as torch computes
+   the float64 sums before casting to the operator's dtype). */
+static void penalty(State *s, int t, int which) {
+    const Constraints *c = s->c;
+    int np = s->np;
+    double *out = s->pen;
+    if (which < c->n_spacing) {
+        int k = which, w = c->spacing_window[k];
+        int m = w < t ? w : t;
+        double sum = 0.0; /* oldest first, weights unit / d */
+        for (int d = m; d >= 1; d--)
+            sum += s->flag_hist[(size_t)k * s->t_len + (t - d)] * (c->spacing_unit[k] / d);
+        double scale = sum * c->spacing_scale[k];
+        const float *flags = c->spacing_flags + ((size_t)k * s->B + s->b) * np;
+        for (int i = 0; i < np; i++) out[i] = flags[i] * scale;
+        return;
+    }
+    int w = c->sid_window;
+    if (w <= 0 || t == 0) {
+        for (int i = 0; i < np; i++) out[i] = 0.0;
+        return;
+    }
+    double weight[MAX_PLANES];
+    for (int q = 0; q < w && q < MAX_PLANES; q++) weight[q] = 0.0;
+    for (int d = 1; d <= (w < t ? w : t); d++) weight[(t - d) % w] = c->sid_unit / d;
+    for (int i = 0; i < np; i++) {
+        double num = 0.0;
+        for (int q = 0; q < w; q++) num += weight[q] * s->sid_ring[(size_t)q * np + i];
+        out[i] = num * c->sid_scale;
+    }
+}
+
+/* Number of caps candidate i would violate if taken now. */
+static int violations(const State *s, int i) {
+    const Constraints *c = s->c;
+    int v = 0;
+    for (int k = 0; k < c->n_caps; k++) {
+        int64_t r = c->cap_ranks[((size_t)k * s->B + s->b) * s->np + i];
+        if (s->cap_counts[(size_t)k * s->np + r] >= (float)c->cap_max[k]) v++;
+    }
+    return v;
+}
+
+/* Whether some eligible candidate breaks no cap (when none does, the step is forced). */
+static int has_ok(const State *s, const uint8_t *eligible) {
+    if (s->c->n_caps == 0) return 1;
+    for (int i = 0; i < s->np; i++)
+        if (eligible[i] && violations(s, i) == 0) return 1;
+    return 0;
+}
+
+static void state_update(State *s, int t, int j) {
+    const Constraints *c = s->c;
+    int np = s->np;
+    for (int k = 0; k < c->n_spacing; k++)
+        s->flag_hist[(size_t)k * s->t_len + t] = c->spacing_flags[((size_t)k * s->B + s->b) * np + j];
+    if (c->sid_levels > 0 && c->sid_window > 0) {
+        int levels = c->sid_levels;
+        const float *prefix = c->sid_prefix + (size_t)s->b * levels * np;
+        double *slot = s->sid_ring + (size_t)(t % c->sid_window) * np;
+        for (int i = 0; i < np; i++) {
+            int lcp = 0;
+            for (int l = 0; l < levels; l++) lcp += prefix[(size_t)l * np + i] == prefix[(size_t)l * np + j];
+            slot[i] = lcp >= c->sid_min_prefix ? (double)lcp : 0.0;
+        }
+    }
+    for (int k = 0; k < c->n_caps; k++) {
+        int64_t rj = c->cap_ranks[((size_t)k * s->B + s->b) * np + j];
+        s->cap_hist[(size_t)k * s->t_len + t] = rj;
+        s->cap_inc[(size_t)k * s->t_len + t] = 1.0f;
+        s->cap_counts[(size_t)k * np + rj] += 1.0f;
+        int leaving = t - c->cap_window[k] + 1;
+        if (leaving >= 0)
+            s->cap_counts[(size_t)k * np + s->cap_hist[(size_t)k * s->t_len + leaving]] -=
+                s->cap_inc[(size_t)k * s->t_len + leaving];
+    }
+}
+
+/* The helpers that depend on the operator's dtype (float for SSD and MMR, double for DPP). */
+#define DEFINE_STEP_HELPERS(real, sfx)                                                            \
+    /* score[i] -= every penalty at step t, in the torch path's order; with `planes` (the step    \
+       planes of this request, penalties from planes[2]) each term is also recorded. */          \
+    static void subtract_penalties_##sfx(State *s, int t, real *score, real **planes) {           \
+        int np = s->np;                                                                           \
+        for (int p = 0; p < n_penalties(s->c); p++) {                                             \
+            penalty(s, t, p);                                                                     \
+            for (int i = 0; i < np; i++) score[i] -= (real)s->pen[i];                             \
+            if (planes) {                                                                         \
+                real *plane = planes[2 + p] + (size_t)t * np;                                     \
+                for (int i = 0; i < np; i++) plane[i] = (real)s->pen[i];                          \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+    /* The pick of one step: the best eligible candidate, lowest index on ties; caps exclude     \
+       their violators unless every eligible candidate violates (then the step is forced).       \
+       -1 when nothing is left. */                                                               \
+    static int pick_##sfx(const State *s, const real *score, const uint8_t *eligible,             \
+                          int *forced) {                                                          \
+        int np = s->np, best = -1, best_ok = -1;                                                  \
+        real bv = -INFINITY, bv_ok = -INFINITY;                                                   \
+        int caps = s->c->n_caps > 0;                                                              \
+        for (int i = 0; i < np; i++) {                                                            \
+            if (!eligible[i]) continue;                                                           \
+            real v = score[i];                                                                    \
+            if (best < 0 || v > bv) {                                                             \
+                bv = v;                                                                           \
+                best = i;                                                                         \
+            }                                                                                     \
+            if (caps && (best_ok < 0 || v > bv_ok) && violations(s, i) == 0) {                    \
+                bv_ok = v;                                                                        \
+                best_ok = i;                                                                      \
+            }                                                                                     \
+        }                                                                                         \
+        if (!caps || best < 0) return best;                                                       \
+        if (best_ok >= 0) return best_ok;                                                         \
+        (*forced)++;                                                                              \
+        return best;                                                                              \
+    }                                                                                             \
+    /* explain's planes of step t: every candidate's relevance and diversity terms (penalties    \
+       were written by subtract_penalties), the maximised score (-inf for a taken or padding     \
+       candidate) and whether a cap excluded it. */                                               \
+    static void record_step_##sfx(const State *s, int t, const real *score,                      \
+                                  const uint8_t *eligible, const real *rel, const real *div,     \
+                                  real **planes) {                                                \
+        int np = s->np, n_pen = n_penalties(s->c);                                                \
+        size_t at = (size_t)t * np;                                                               \
+        memcpy(planes[0] + at, rel, sizeof(real) * np);                                           \
+        memcpy(planes[1] + at, div, sizeof(real) * np);                                           \
+        memcpy(planes[2 + n_pen] + at, score, sizeof(real) * np);                                 \
+        real *excluded = planes[3 + n_pen] + at;                                                  \
+        int ok = s->c->n_caps > 0 && has_ok(s, eligible);                                         \
+        for (int i = 0; i < np; i++) excluded[i] = ok && violations(s, i) > 0 ? 1 : 0;            \
+    }                                                                                             \
+    /* Steps after a request ran out of candidates: a score of -inf, zeros elsewhere. */          \
+    static void record_rest_##sfx(int filled, int t_len, int np, int n_planes, real **planes) {   \
+        for (int u = filled + 1; u < t_len; u++)                                                  \
+            for (int q = 0; q < n_planes; q++) {                                                  \
+                real fill = q == n_planes - 2 ? -INFINITY : 0;                                    \
+                for (int i = 0; i < np; i++) planes[q][(size_t)u * np + i] = fill;               \
+            }                                                                                     \
+    }
+DEFINE_STEP_HELPERS(float, f)
+DEFINE_STEP_HELPERS(double, d)
+
+/* Pointers to this request's [T, Np] block of every plane. */
+static void plane_views(void *steps, size_t elem, int n_planes, int b, int B, int T, int np,
+                        void **out) {
+    for (int q = 0; q < n_planes; q++)
+        out[q] = (char *)steps + (((size_t)q * B + b) * T) * np * elem;
+}
+
+static void finish_slate(int filled, int T, int64_t *indices, float *scores) {
+    for (int u = filled; u < T; u++) {
+        indices[u] = -1;
+        scores[u] = 0.0f;
+    }
+}
+
+/* MMR (DESIGN 3.7): lam r_i - (1 - lam) max_{j in S} <phi_i, phi_j> - penalties. */
+int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *relevance,
+              const uint8_t *valid, const float *features, const Constraints *c, int64_t *indices,
+              float *scores, int64_t *forced_out, float *steps) {
+    int n_planes = 4 + n_penalties(c);
+    if (n_planes > MAX_PLANES) return -1;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int b = 0; b < B; b++) {
+        State st;
+        float *planes[MAX_PLANES];
+        if (steps) plane_views(steps, sizeof(float), n_planes, b, B, T, np, (void **)planes);
+        float *rel = malloc(sizeof(float) * np), *max_sim = calloc(np, sizeof(float));
+        float *score = malloc(sizeof(float) * np), *div = calloc(np, sizeof(float));
+        float *sim = malloc(sizeof(float) * at_least_one(N));
+        float *phi_t = malloc(sizeof(float) * at_least_one(N) * at_least_one(D));
+        uint8_t *eligible = malloc(np);
+        if (!state_init(&st, c, b, B, np, at_least_one(T)) || !rel || !max_sim || !score ||
+            !div || !eligible || !sim || !phi_t) {
+            failed = 1;
+        } else {
+            const float *r = relevance + (size_t)b * np;
+            const float *phi = features + (size_t)b * N * D;
+            int64_t *idx = indices + (size_t)b * T;
+            float *val = scores + (size_t)b * T;
+            memcpy(eligible, valid + (size_t)b * np, np);
+            load_f(phi, eligible, N, D, phi_t, sim);
+            for (int i = 0; i < np; i++) rel[i] = r[i] * lam;
+            float sim_coef = 1.0f - lam;
+            int forced = 0, filled = 0;
+            for (int t = 0; t < T; t++) {
+                for (int i = 0; i < np; i++) score[i] = t ? rel[i] + (-sim_coef) * max_sim[i] : rel[i];
+                subtract_penalties_f(&st, t, score, steps ? planes : NULL);
+                for (int i = 0; i < np; i++)
+                    if (!eligible[i]) score[i] = -INFINITY;
+                int j = pick_f(&st, score, eligible, &forced);
+                if (steps) {
+                    for (int i = 0; i < np; i++) div[i] = t ? max_sim[i] * -sim_coef : 0.0f;
+                    record_step_f(&st, t, score, eligible, rel, div, planes);
+                }
+                if (j < 0) break;
+                idx[t] = j;
+                val[t] = score[j];
+                filled = t + 1;
+                eligible[j] = 0;
+                state_update(&st, t, j);
+                if (t == T - 1) break;
+                for (int i = 0; i < N; i++) sim[i] = 0.0f;
+                accumulate_f(phi_t, N, phi + (size_t)j * D, D, N, sim);
+                for (int i = 0; i < N; i++)
+                    if (t == 0 || sim[i] > max_sim[i]) max_sim[i] = sim[i];
+            }
+            finish_slate(filled, T, idx, val);
+            if (steps) record_rest_f(filled, T, np, n_planes, planes);
+            forced_out[b] = forced;
+        }
+        state_free(&st);
+        free(rel);
+        free(max_sim);
+        free(score);
+        free(div);
+        free(eligible);
+        free(sim);
+        free(phi_t);
+    }
+    return failed ? -1 : 0;
+}
+
+/* SSD (DESIGN 3.3) in kernel space, as ops/ssd.py (whose docstring derives the updates):
+   theta r_i + (1 - theta) gamma ||v_i|| - penalties, the norm times the window's basis norms
+   for the volume variant. Rows: negC [w, N] (-c_k[i]), P [w, N] (<phi_i, b_k>), phi_t [D, N]
+   in one buffer, so that <v_i, b> is one accumulation over [g, -c_j, phi_j]. */
+int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_coef, float eps,
+              int volume, const float *relevance, const uint8_t *valid, const float *features,
+              const Constraints *c, int64_t *indices, float *scores, int64_t *forced_out,
+              float *steps) {
+    int n_planes = 4 + n_penalties(c);
+    if (n_planes > MAX_PLANES || w < 1) return -1;
+    float scale = div_coef != 0.0f ? div_coef * div_coef : 1.0f;
+    float inv_scale = 1.0f / scale;
+    float sign = div_coef >= 0 ? 1.0f : -1.0f;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int b = 0; b < B; b++) {
+        State st;
+        float *planes[MAX_PLANES];
+        if (steps) plane_views(steps, sizeof(float), n_planes, b, B, T, np, (void **)planes);
+        int n = at_least_one(N);
+        float *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(float));
+        float *nv2 = calloc(np, sizeof(float)), *row0 = malloc(sizeof(float) * n);
+        float *vb = malloc(sizeof(float) * n), *coef = malloc(sizeof(float) * (2 * w + D + 1));
+        float *gram = calloc((size_t)w * w, sizeof(float)), *g = malloc(sizeof(float) * w);
+        float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
+        float *div = calloc(np, sizeof(float));
+        uint8_t *eligible = malloc(np);
+        if (!state_init(&st, c, b, B, np, at_least_one(T)) || !buf || !nv2 || !row0 || !vb ||
+            !coef || !gram || !g || !rel || !score || !div || !eligible) {
+            failed = 1;
+        } else {
+            const float *r = relevance + (size_t)b * np;
+            const float *phi = features + (size_t)b * N * D;
+            int64_t *idx = indices + (size_t)b * T;
+            float *val = scores + (size_t)b * T;
+            float *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
+            memcpy(eligible, valid + (size_t)b * np, np);
+            load_f(phi, eligible, N, D, phi_t, nv2);
+            for (int i = 0; i < N; i++) nv2[i] *= scale;
+            for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
+            int forced = 0, filled = 0;
+            for (int t = 0; t < T; t++) {
+                int plain = t == 0 || div_coef == 0.0f;
+                if (!plain) {
+                    float vol = 1.0f;
+                    if (volume) {
+                        int m = t < w ? t : w;
+                        for (int k = 0; k < m; k++) {
+                            float gk = gram[k * w + k];
+                            vol *= sqrtf(gk > 0.0f ? gk : 0.0f);
+                        }
+                    }
+                    for (int i = 0; i < np; i++) {
+                        float v = nv2[i] > 1e-30f ? nv2[i] : 1e-30f;
+                        div[i] = sqrtf(v);
+                        if (volume) div[i] *= vol;
+                        div[i] *= sign;
+                    }
+                }
+                for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
+                subtract_penalties_f(&st, t, score, steps ? planes : NULL);
+                for (int i = 0; i < np; i++)
+                    if (!eligible[i]) score[i] = -INFINITY;
+                int j = pick_f(&st, score, eligible, &forced);
+                if (steps) {
+                    if (plain) memset(div, 0, sizeof(float) * np);
+                    record_step_f(&st, t, score, eligible, rel, div, planes);
+                }
+                if (j < 0) break;
+                idx[t] = j;
+                val[t] = score[j];
+                filled = t + 1;
+                eligible[j] = 0;
+                state_update(&st, t, j);
+                if (t == T - 1 || div_coef == 0.0f) continue;
+                /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
+                int slot = t % w, evict = t >= w;
+                float nbb = nv2[j] * inv_scale;
+                if (!(nbb > 0.0f)) nbb = 0.0f;
+                for (int k = 0; k < w; k++) {
+                    float s = p_rows[(size_t)k * n + j];
+                    for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];
+                    g[k] = s;
+                }
+                if (evict) g[slot] = 0.0f;
+                for (int k = 0; k < w; k++) {
+                    coef[k] = g[k];
+                    coef[w + k] = neg_c[(size_t)k * n + j];
+                }
+                memcpy(coef + 2 * w, phi + (size_t)j * D, sizeof(float) * D);
+                for (int i = 0; i < N; i++) row0[i] = 0.0f;
+                accumulate_f(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */
+                memcpy(vb, row0, sizeof(float) * N);
+                accumulate_f(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */
+                if (evict) {
+                    /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with
+                       u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */
+                    float *u = div; /* free until the next step's scores */
+                    for (int k = 0; k < w; k++) coef[k] = -2.0f * gram[k * w + slot];
+                    coef[slot] += gram[slot * w + slot];
+                    for (int i = 0; i < N; i++) u[i] = -2.0f * p_rows[(size_t)slot * n + i];
+                    accumulate_f(neg_c, n, coef, w, N, u);
+                    const float *c_o = neg_c + (size_t)slot * n;
+                    for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];
+                }
+                float neg_denom = -nbb - eps;
+                float shrink = (neg_denom - eps) * scale;
+                float *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;
+                for (int i = 0; i < N; i++) {
+                    p_new[i] = vb[i] - row0[i];
+                    float nc = vb[i] / neg_denom;
+                    c_new[i] = nc;
+                    nv2[i] += nc * shrink * nc;
+                }
+                g[slot] = nbb;
+                for (int k = 0; k < w; k++) {
+                    gram[slot * w + k] = g[k];
+                    gram[k * w + slot] = g[k];
+                }
+            }
+            finish_slate(filled, T, idx, val);
+            if (steps) record_rest_f(filled, T, np, n_planes, planes);
+            forced_out[b] = forced;
+        }
+        state_free(&st);
+        free(buf);
+        free(nv2);
+        free(row0);
+        free(vb);
+        free(coef);
+        free(gram);
+        free(g);
+        free(rel);
+        free(score);
+        free(div);
+        free(eligible);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Row j of phi [N, D] in float64, into out. */
+static const double *phi_j(const float *phi, int j, int d, double *out) {
+    for (int k = 0; k < d; k++) out[k] = (double)phi[(size_t)j * d + k];
+    return out;
+}
+
+/* DPP (DESIGN 3.4), greedy MAP by Chen's incremental Cholesky on S = phi phi^T in float64, as
+   ops/dpp.py: score log q_i^2 + log d_i^2 - penalties. With `window` > 0, d_i^2 is conditioned
+   on the last `window` picks only (their factor rows rebuilt from stored kernel columns). Once
+   the best d_i^2 a step may take falls below epsilon, the request scores by relevance for good. */
+int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, double log_eps,
+              const float *relevance, const uint8_t *valid, const float *features,
+              const Constraints *c, int64_t *indices, float *scores, int64_t *forced_out,
+              uint8_t *stops_out, double *steps) {
+    int n_planes = 4 + n_penalties(c);
+    if (n_planes > MAX_PLANES) return -1;
+    int n_rows = T > 1 ? T - 1 : 0;
+    if (window > 0 && window < n_rows) n_rows = window;
+    const double tiny = 1e-300;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int b = 0; b < B; b++) {
+        State st;
+        double *planes[MAX_PLANES];
+        if (steps) plane_views(steps, sizeof(double), n_planes, b, B, T, np, (void **)planes);
+        int n = at_least_one(N);
+        double *phi_t = malloc(sizeof(double) * n * at_least_one(D));
+        double *crow = calloc((size_t)at_least_one(n_rows) * n, sizeof(double));
+        double *cols = window > 0 ? malloc(sizeof(double) * n * window) : NULL;
+        int *picks = window > 0 ? malloc(sizeof(int) * window) : NULL;
+        double *diag = calloc(np, sizeof(double)), *d2 = calloc(np, sizeof(double));
+        double *coef = malloc(sizeof(double) * (at_least_one(D) + at_least_one(n_rows)));
+        double *rel = malloc(sizeof(double) * np), *log_q2 = malloc(sizeof(double) * np);
+        double *log_d2 = calloc(np, sizeof(double)), *score = malloc(sizeof(double) * np);
+        double *num = malloc(sizeof(double) * n);
+        uint8_t *eligible = malloc(np);
+        if (!state_init(&st, c, b, B, np, at_least_one(T)) || !phi_t || !crow ||
+            (window > 0 && (!cols || !picks)) || !diag || !d2 || !coef || !rel || !log_q2 ||
+            !log_d2 || !score || !num || !eligible) {
+            failed = 1;
+        } else {
+            const float *r = relevance + (size_t)b * np;
+            const float *phi = features + (size_t)b * N * D;
+            int64_t *idx = indices + (size_t)b * T;
+            float *val = scores + (size_t)b * T;
+            memcpy(eligible, valid + (size_t)b * np, np);
+            load_d(phi, eligible, N, D, phi_t, diag);
+            memcpy(d2, diag, sizeof(double) * np);
+            for (int i = 0; i < np; i++) {
+                rel[i] = (double)r[i];
+                log_q2[i] = rel[i] * two_alpha;
+            }
+            int forced = 0, filled = 0, stopped = 0, in_window = 0;
+            for (int t = 0; t < T; t++) {
+                if (!stopped) {
+                    int any = 0, ok = has_ok(&st, eligible);
+                    double best = -INFINITY;
+                    for (int i = 0; i < np; i++) {
+                        log_d2[i] = log(d2[i] > tiny ? d2[i] : tiny);
+                        if (!eligible[i]) continue;
+                        any = 1;
+                        double v = log_q2[i] + log_d2[i];
+                        if (v > best && (!ok || st.c->n_caps == 0 || violations(&st, i) == 0))
+                            best = v;
+                    }
+                    /* Nothing left is exhaustion, not an early stop. */
+                    if (any && best < log_eps) stopped = 1;
+                }
+                for (int i = 0; i < np; i++) score[i] = stopped ? rel[i] : log_q2[i] + log_d2[i];
+                subtract_penalties_d(&st, t, score, steps ? planes : NULL);
+                for (int i = 0; i < np; i++)
+                    if (!eligible[i]) score[i] = -INFINITY;
+                int j = pick_d(&st, score, eligible, &forced);
+                if (steps) {
+                    if (stopped) memset(log_d2, 0, sizeof(double) * np);
+                    record_step_d(&st, t, score, eligible, stopped ? rel : log_q2, log_d2, planes);
+                }
+                if (j < 0) break;
+                idx[t] = j;
+                val[t] = (float)score[j];
+                filled = t + 1;
+                eligible[j] = 0;
+                state_update(&st, t, j);
+                if (t == T - 1 || stopped) continue;
+                if (window <= 0) {
+                    /* e_i = (S_ji - <c_j, c_i>) / d_j; c_t = e; d_i^2 -= e_i^2. */
+                    for (int i = 0; i < N; i++) num[i] = 0.0;
+                    accumulate_d(phi_t, n, phi_j(phi, j, D, coef), D, N, num);
+                    for (int m = 0; m < t; m++) coef[m] = -crow[(size_t)m * n + j];
+                    accumulate_d(crow, n, coef, t, N, num);
+                    double d_j = sqrt(d2[j] > tiny ? d2[j] : tiny);
+                    double *e = crow + (size_t)t * n;
+                    for (int i = 0; i < N; i++) {
+                        e[i] = num[i] / d_j;
+                        d2[i] -= e[i] * e[i];
+                    }
+                } else {
+                    /* Keep the last `window` kernel columns; rebuild the factor on them. */
+                    if (in_window == window) {
+                        memmove(cols, cols + n, sizeof(double) * n * (window - 1));
+                        memmove(picks, picks + 1, sizeof(int) * (window - 1));
+                        in_window--;
+                    }
+                    double *col = cols + (size_t)in_window * n;
+                    for (int i = 0; i < N; i++) col[i] = 0.0;
+                    accumulate_d(phi_t, n, phi_j(phi, j, D, coef), D, N, col);
+                    picks[in_window++] = j;
+                    memcpy(d2, diag, sizeof(double) * np);
+                    for (int k = 0; k < in_window; k++) {
+                        int pk = picks[k];
+                        memcpy(num, cols + (size_t)k * n, sizeof(double) * N);
+                        for (int m = 0; m < k; m++) coef[m] = -crow[(size_t)m * n + pk];
+                        accumulate_d(crow, n, coef, k, N, num);
+                        double d_k = sqrt(d2[pk] > tiny ? d2[pk] : tiny);
+                        double *e = crow + (size_t)k * n;
+                        for (int i = 0; i < N; i++) {
+                            e[i] = num[i] / d_k;
+                            d2[i] -= e[i] * e[i];
+                        }
+                    }
+                }
+            }
+            finish_slate(filled, T, idx, val);
+            if (steps) record_rest_d(filled, T, np, n_planes, planes);
+            forced_out[b] = forced;
+            stops_out[b] = (uint8_t)stopped;
+        }
+        state_free(&st);
+        free(phi_t);
+        free(crow);
+        free(cols);
+        free(picks);
+        free(diag);
+        free(d2);
+        free(coef);
+        free(rel);
+        free(log_q2);
+        free(log_d2);
+        free(score);
+        free(num);
+        free(eligible);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Threads of the parallel loops (the caller passes torch's intra-op thread count). */
+void blend_set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
