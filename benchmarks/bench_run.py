@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+
+# As the `blend` command line does (blendspec/cli.py): large tensors on transparent huge pages.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "specs" / "homefeed.blend"

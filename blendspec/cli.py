@@ -28,6 +28,11 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# torch's allocator puts large tensors on transparent huge pages when asked: a batch's padded
+# inputs and feature map are ~100 MB each, allocated afresh per batch, and with 4 KiB pages
+# their first touch costs a page fault per page (`blend run` measured ~8% faster with it).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 
 _stderr = stderr_console
 _stdout = stdout_console

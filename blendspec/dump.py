@@ -457,6 +457,30 @@ def validate_dump(
     return DumpReport(requests, reader.rows_read, list(results.values()))
 
 
+def _as_block(column: pa.Array, dtype: type, group: _Group, size: int) -> np.ndarray | None:
+    """The values of a fixed-size list column as ``[batch, width, size]`` without a copy, when
+    every request has the full width (no padding) and the values are already ``dtype``.
+
+    The group's columns are contiguous (``_Group.column``: a copy, or the decoded batch itself
+    when the group lies in one), in buffers Arrow allocated as mutable, so torch takes the array
+    as it is (nothing writes to a batch's inputs): at N=500 and 768 embedding columns that saves
+    a 100 MB copy per batch of 64 requests.
+    """
+    if not group.size or int(group.sizes.min()) != group.width:
+        return None
+    if not pa.types.is_fixed_size_list(column.type) or column.type.list_size != size:
+        return None
+    if column.null_count or column.type.value_type != pa.from_numpy_dtype(dtype):
+        return None
+    values = column.flatten()
+    if values.null_count or values.buffers()[1] is None or not values.buffers()[1].is_mutable:
+        return None
+    count = group.size * group.width * size
+    item = np.dtype(dtype).itemsize
+    flat = np.frombuffer(values.buffers()[1], dtype=dtype, count=count, offset=values.offset * item)
+    return flat.reshape(group.size, group.width, size)
+
+
 def _tensor(column: pa.Array | None, declared: Input, group: _Group) -> Tensor:
     """One input as a padded tensor: each request's rows are one contiguous copy."""
     kind, size = declared.kind, declared.size or 0
@@ -472,6 +496,9 @@ def _tensor(column: pa.Array | None, declared: Input, group: _Group) -> Tensor:
         return torch.from_numpy(out)
     if kind in ("embedding", "semantic_id"):
         dtype = np.float32 if kind == "embedding" else np.int64
+        shared = _as_block(column, dtype, group, size) if column is not None else None
+        if shared is not None:
+            return torch.from_numpy(shared)
         out = np.zeros((batch, width, size), dtype=dtype)
         values = (
             column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from blendspec.cli import app
@@ -372,3 +373,47 @@ def test_cli_kernels_option(tmp_path: Path) -> None:
     assert slates["native"] == slates["torch"] == expected_slates(make_rows())
     wrong = CliRunner().invoke(app, ["run", str(spec), "--kernels", "gpu"])
     assert wrong.exit_code == 2 and "gpu" in wrong.output
+
+
+def test_full_width_embeddings_are_taken_without_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests of equal size: the embedding tensor is the Arrow column itself (writable, no
+    warning); requests of different sizes go through the padded copy. Both give the same
+    values."""
+    from blendspec import dump
+
+    shared: list[bool] = []
+    real = dump._as_block
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        block = real(*args)
+        shared.append(block is not None)
+        return block
+
+    monkeypatch.setattr(dump, "_as_block", spy)
+    rows = [dict(r, candidate_id=f"{r['request_id']}-{k}") for k, r in enumerate(make_rows())]
+    same_size = [
+        dict(r, request_id=f"r{k // 4}", user_state=[0.0] * 3) for k, r in enumerate(rows[:40])
+    ]
+    spec = loaded().spec
+    parquet = write_parquet(same_size, tmp_path / "same.parquet")
+    (batch,) = DumpReader(parquet, spec).batches(64)
+    visual = batch.inputs["visual"]
+    assert visual.shape == (10, 4, 4) and bool(batch.mask.all())
+    from_copy = DumpReader(write_jsonl(same_size, tmp_path / "same.jsonl"), spec)
+    (copied,) = from_copy.batches(64)
+    assert torch.equal(visual, copied.inputs["visual"])
+    assert visual.numpy().flags.writeable
+    # Parquet: visual yes, sid no (a variable-size list there); JSON Lines: doubles, copied.
+    assert shared == [True, False, False, False]
+    shared.clear()
+
+    ragged = DumpReader(write_parquet(make_rows(), tmp_path / "ragged.parquet"), spec)
+    (padded,) = ragged.batches(64)
+    assert shared == [False, False] and not bool(padded.mask.all())
+    expected = np.zeros(padded.inputs["visual"].shape, np.float32)
+    for row in make_rows():
+        request = int(row["request_id"][1:])
+        expected[request, int(row["candidate_id"][1:])] = row["visual"]
+    np.testing.assert_array_equal(padded.inputs["visual"].numpy(), expected)

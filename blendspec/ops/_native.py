@@ -129,6 +129,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     for name in ("mmr", "ssd", "dpp"):
         getattr(lib, f"blend_{name}").restype = ctypes.c_int
+    lib.blend_normalize_rows.restype = None
     lib.blend_set_threads.restype = None
     return lib
 
@@ -316,3 +317,24 @@ def dpp(
     return _run(
         "dpp", valid, relevance, features, constraints, slate_length, params, torch.float64, names
     )
+
+
+def normalize_rows(x: Tensor, mask: Tensor, scale: float, out: Tensor) -> bool:
+    """``similarity.normalize_rows`` into ``out`` (a ``[B, N, D]`` view whose rows are
+    contiguous and evenly spaced, like a column block of the feature map) by the compiled pass;
+    False, having done nothing, when ``out`` is not laid out that way."""
+    b, n, d = x.shape
+    if tuple(mask.shape) != (b, n) or tuple(out.shape) != (b, n, d):
+        return False
+    if out.dtype != torch.float32 or out.stride(2) != 1 or out.stride(0) != n * out.stride(1):
+        return False
+    lib = library()
+    assert lib is not None
+    src = x.to(torch.float32).contiguous()
+    keep = mask.to(torch.uint8).contiguous()
+    lib.blend_set_threads(torch.get_num_threads())
+    lib.blend_normalize_rows(
+        ctypes.c_int64(b * n), ctypes.c_int(d), _ptr(src), _ptr(keep), ctypes.c_float(scale),
+        _ptr(out), ctypes.c_int64(out.stride(1)),
+    )  # fmt: skip
+    return True

@@ -93,8 +93,10 @@ def slate_metrics(
     near = upper & (gap < window)
 
     if embeddings is not None:
-        e = normalize_rows(embeddings, mask).to(torch.float64)
-        picked = e.gather(1, safe[:, :, None].expand(b, t, e.shape[2]))
+        # Only the slate's rows: normalising is per row, so this is the same value for T rows
+        # instead of N.
+        raw = embeddings.gather(1, safe[:, :, None].expand(b, t, embeddings.shape[2]))
+        picked = normalize_rows(raw, in_slate).to(torch.float64)
         dist = 1.0 - torch.bmm(picked, picked.transpose(1, 2))
         out["ilad"], out["ilmd"] = _mean_min(dist, upper)
         out[f"ilald@{window}"], out[f"ilmld@{window}"] = _mean_min(dist, near)
