@@ -208,7 +208,7 @@ def _dsl_value(value: Any) -> str:
         return "[" + ", ".join(_dsl_value(v) for v in value) + "]"
     if isinstance(value, str):
         # A bare name reads back as the same text; anything else needs quotes.
-        return value if NAME_PATTERN.match(value) else json.dumps(value)
+        return value if NAME_PATTERN.fullmatch(value) else json.dumps(value)
     return format_number(value)
 
 

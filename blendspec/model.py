@@ -35,7 +35,7 @@ class Model(BaseModel):
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise PydanticCustomError("E100", "expected a name, not `{value}`", {"value": repr(name)})
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise PydanticCustomError(
             "E100",
             "`{name}` is not a valid name (letters, digits and _, not starting with a digit)",

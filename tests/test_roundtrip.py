@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from pydantic import TypeAdapter
+from pydantic_core import PydanticCustomError
 
 from blendspec import model as m
 from blendspec.diagnostics import Source
@@ -49,3 +51,13 @@ def test_yaml_round_trip_and_conversion(spec: m.Spec) -> None:
     assert again == spec, text
     assert to_yaml(again) == text
     assert _read(to_dsl(again), "dsl") == spec
+
+
+def test_text_with_a_trailing_newline_is_quoted_not_a_bare_name() -> None:
+    """`$` also matches before a final newline: names and bare DSL words must match whole."""
+    from blendspec.emit import _dsl_value
+
+    assert _dsl_value("A\n") == '"A\\n"'
+    assert _dsl_value("A") == "A"
+    with pytest.raises(PydanticCustomError, match="not a valid name"):
+        m._check_name("p\n")
