@@ -88,10 +88,15 @@ DEFINE_ACCUMULATE(double, d)
 DEFINE_LOAD(float, f)
 DEFINE_LOAD(double, d)
 
-/* Running state of the in-loop penalties and caps for one request. */
+/* Running state of one request: its slate so far, what it may still take, and the in-loop
+   penalties and caps. */
 typedef struct {
     const Constraints *c;
-    int b, B, np, t_len;
+    int b, B, np, T, t_len; /* t_len: T, at least 1 (history buffers) */
+    int64_t *idx;      /* [T] this request's row of the output indices */
+    float *val;        /* [T] and of the output scores */
+    uint8_t *eligible; /* [Np] neither taken nor padding */
+    int filled, forced;
     double *flag_hist; /* [S, T] */
     double *sid_ring;  /* [w, Np] */
     float *cap_counts; /* [C, Np] */
@@ -102,25 +107,43 @@ typedef struct {
 
 static int at_least_one(int n) { return n > 0 ? n : 1; }
 
-static int state_init(State *s, const Constraints *c, int b, int B, int np, int t_len) {
+static int state_init(State *s, const Constraints *c, int b, int B, int np, int T,
+                      const uint8_t *valid, int64_t *indices, float *scores) {
     memset(s, 0, sizeof(*s));
+    int t_len = at_least_one(T);
     s->c = c;
     s->b = b;
     s->B = B;
     s->np = np;
+    s->T = T;
     s->t_len = t_len;
+    s->idx = indices + (size_t)b * T;
+    s->val = scores + (size_t)b * T;
     int w = c->sid_levels > 0 ? c->sid_window : 0;
     size_t caps = at_least_one(c->n_caps);
+    s->eligible = malloc(np);
     s->flag_hist = calloc((size_t)at_least_one(c->n_spacing) * t_len, sizeof(double));
     s->sid_ring = calloc((size_t)at_least_one(w) * np, sizeof(double));
     s->cap_counts = calloc(caps * np, sizeof(float));
     s->cap_hist = calloc(caps * t_len, sizeof(int64_t));
     s->cap_inc = calloc(caps * t_len, sizeof(float));
     s->pen = calloc(np, sizeof(double));
-    return s->flag_hist && s->sid_ring && s->cap_counts && s->cap_hist && s->cap_inc && s->pen;
+    if (s->eligible) memcpy(s->eligible, valid + (size_t)b * np, np);
+    return s->eligible && s->flag_hist && s->sid_ring && s->cap_counts && s->cap_hist &&
+           s->cap_inc && s->pen;
+}
+
+/* Positions past the end of the slate: index -1, score 0. */
+static void state_finish(State *s, int64_t *forced_out) {
+    for (int u = s->filled; u < s->T; u++) {
+        s->idx[u] = -1;
+        s->val[u] = 0.0f;
+    }
+    forced_out[s->b] = s->forced;
 }
 
 static void state_free(State *s) {
+    free(s->eligible);
     free(s->flag_hist);
     free(s->sid_ring);
     free(s->cap_counts);
@@ -176,10 +199,10 @@ static int violations(const State *s, int i) {
 }
 
 /* Whether some eligible candidate breaks no cap (when none does, the step is forced). */
-static int has_ok(const State *s, const uint8_t *eligible) {
+static int has_ok(const State *s) {
     if (s->c->n_caps == 0) return 1;
     for (int i = 0; i < s->np; i++)
-        if (eligible[i] && violations(s, i) == 0) return 1;
+        if (s->eligible[i] && violations(s, i) == 0) return 1;
     return 0;
 }
 
@@ -228,13 +251,12 @@ static void state_update(State *s, int t, int j) {
     /* The pick of one step: the best eligible candidate, lowest index on ties; caps exclude     \
        their violators unless every eligible candidate violates (then the step is forced).       \
        -1 when nothing is left. */                                                               \
-    static int pick_##sfx(const State *s, const real *score, const uint8_t *eligible,             \
-                          int *forced) {                                                          \
+    static int pick_##sfx(State *s, const real *score) {                                          \
         int np = s->np, best = -1, best_ok = -1;                                                  \
         real bv = -INFINITY, bv_ok = -INFINITY;                                                   \
         int caps = s->c->n_caps > 0;                                                              \
         for (int i = 0; i < np; i++) {                                                            \
-            if (!eligible[i]) continue;                                                           \
+            if (!s->eligible[i]) continue;                                                        \
             real v = score[i];                                                                    \
             if (best < 0 || v > bv) {                                                             \
                 bv = v;                                                                           \
@@ -247,22 +269,21 @@ static void state_update(State *s, int t, int j) {
         }                                                                                         \
         if (!caps || best < 0) return best;                                                       \
         if (best_ok >= 0) return best_ok;                                                         \
-        (*forced)++;                                                                              \
+        s->forced++;                                                                              \
         return best;                                                                              \
     }                                                                                             \
     /* explain's planes of step t: every candidate's relevance and diversity terms (penalties    \
        were written by subtract_penalties), the maximised score (-inf for a taken or padding     \
        candidate) and whether a cap excluded it. */                                               \
-    static void record_step_##sfx(const State *s, int t, const real *score,                      \
-                                  const uint8_t *eligible, const real *rel, const real *div,     \
-                                  real **planes) {                                                \
+    static void record_step_##sfx(const State *s, int t, const real *score, const real *rel,     \
+                                  const real *div, real **planes) {                               \
         int np = s->np, n_pen = n_penalties(s->c);                                                \
         size_t at = (size_t)t * np;                                                               \
         memcpy(planes[0] + at, rel, sizeof(real) * np);                                           \
         memcpy(planes[1] + at, div, sizeof(real) * np);                                           \
         memcpy(planes[2 + n_pen] + at, score, sizeof(real) * np);                                 \
         real *excluded = planes[3 + n_pen] + at;                                                  \
-        int ok = s->c->n_caps > 0 && has_ok(s, eligible);                                         \
+        int ok = s->c->n_caps > 0 && has_ok(s);                                                   \
         for (int i = 0; i < np; i++) excluded[i] = ok && violations(s, i) > 0 ? 1 : 0;            \
     }                                                                                             \
     /* Steps after a request ran out of candidates: a score of -inf, zeros elsewhere. */          \
@@ -272,6 +293,24 @@ static void state_update(State *s, int t, int j) {
                 real fill = q == n_planes - 2 ? -INFINITY : 0;                                    \
                 for (int i = 0; i < np; i++) planes[q][(size_t)u * np + i] = fill;               \
             }                                                                                     \
+    }                                                                                             \
+    /* Step t given the algorithm's score (relevance and diversity terms, rel and div for the    \
+       trace): the penalties, eligibility, the pick and its bookkeeping. Returns the pick, -1    \
+       when nothing is left. */                                                                   \
+    static int step_##sfx(State *s, int t, real *score, const real *rel, const real *div,         \
+                          real **planes) {                                                        \
+        subtract_penalties_##sfx(s, t, score, planes);                                            \
+        for (int i = 0; i < s->np; i++)                                                           \
+            if (!s->eligible[i]) score[i] = -INFINITY;                                            \
+        int j = pick_##sfx(s, score);                                                             \
+        if (planes) record_step_##sfx(s, t, score, rel, div, planes);                             \
+        if (j < 0) return -1;                                                                     \
+        s->idx[t] = j;                                                                            \
+        s->val[t] = (float)score[j];                                                              \
+        s->filled = t + 1;                                                                        \
+        s->eligible[j] = 0;                                                                       \
+        state_update(s, t, j);                                                                    \
+        return j;                                                                                 \
     }
 DEFINE_STEP_HELPERS(float, f)
 DEFINE_STEP_HELPERS(double, d)
@@ -281,13 +320,6 @@ static void plane_views(void *steps, size_t elem, int n_planes, int b, int B, in
                         void **out) {
     for (int q = 0; q < n_planes; q++)
         out[q] = (char *)steps + (((size_t)q * B + b) * T) * np * elem;
-}
-
-static void finish_slate(int filled, int T, int64_t *indices, float *scores) {
-    for (int u = filled; u < T; u++) {
-        indices[u] = -1;
-        scores[u] = 0.0f;
-    }
 }
 
 /* MMR (DESIGN 3.7): lam r_i - (1 - lam) max_{j in S} <phi_i, phi_j> - penalties. */
@@ -306,52 +338,34 @@ int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *releva
         float *score = malloc(sizeof(float) * np), *div = calloc(np, sizeof(float));
         float *sim = malloc(sizeof(float) * at_least_one(N));
         float *phi_t = malloc(sizeof(float) * at_least_one(N) * at_least_one(D));
-        uint8_t *eligible = malloc(np);
-        if (!state_init(&st, c, b, B, np, at_least_one(T)) || !rel || !max_sim || !score ||
-            !div || !eligible || !sim || !phi_t) {
+        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !rel || !max_sim ||
+            !score || !div || !sim || !phi_t) {
             failed = 1;
         } else {
             const float *r = relevance + (size_t)b * np;
             const float *phi = features + (size_t)b * N * D;
-            int64_t *idx = indices + (size_t)b * T;
-            float *val = scores + (size_t)b * T;
-            memcpy(eligible, valid + (size_t)b * np, np);
-            load_f(phi, eligible, N, D, phi_t, sim);
+            load_f(phi, st.eligible, N, D, phi_t, sim);
             for (int i = 0; i < np; i++) rel[i] = r[i] * lam;
             float sim_coef = 1.0f - lam;
-            int forced = 0, filled = 0;
             for (int t = 0; t < T; t++) {
                 for (int i = 0; i < np; i++) score[i] = t ? rel[i] + (-sim_coef) * max_sim[i] : rel[i];
-                subtract_penalties_f(&st, t, score, steps ? planes : NULL);
-                for (int i = 0; i < np; i++)
-                    if (!eligible[i]) score[i] = -INFINITY;
-                int j = pick_f(&st, score, eligible, &forced);
-                if (steps) {
+                if (steps)
                     for (int i = 0; i < np; i++) div[i] = t ? max_sim[i] * -sim_coef : 0.0f;
-                    record_step_f(&st, t, score, eligible, rel, div, planes);
-                }
-                if (j < 0) break;
-                idx[t] = j;
-                val[t] = score[j];
-                filled = t + 1;
-                eligible[j] = 0;
-                state_update(&st, t, j);
-                if (t == T - 1) break;
+                int j = step_f(&st, t, score, rel, div, steps ? planes : NULL);
+                if (j < 0 || t == T - 1) break;
                 for (int i = 0; i < N; i++) sim[i] = 0.0f;
                 accumulate_f(phi_t, N, phi + (size_t)j * D, D, N, sim);
                 for (int i = 0; i < N; i++)
                     if (t == 0 || sim[i] > max_sim[i]) max_sim[i] = sim[i];
             }
-            finish_slate(filled, T, idx, val);
-            if (steps) record_rest_f(filled, T, np, n_planes, planes);
-            forced_out[b] = forced;
+            state_finish(&st, forced_out);
+            if (steps) record_rest_f(st.filled, T, np, n_planes, planes);
         }
         state_free(&st);
         free(rel);
         free(max_sim);
         free(score);
         free(div);
-        free(eligible);
         free(sim);
         free(phi_t);
     }
@@ -384,21 +398,16 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
         float *gram = calloc((size_t)w * w, sizeof(float)), *g = malloc(sizeof(float) * w);
         float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
         float *div = calloc(np, sizeof(float));
-        uint8_t *eligible = malloc(np);
-        if (!state_init(&st, c, b, B, np, at_least_one(T)) || !buf || !nv2 || !row0 || !vb ||
-            !coef || !gram || !g || !rel || !score || !div || !eligible) {
+        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !buf || !nv2 || !row0 ||
+            !vb || !coef || !gram || !g || !rel || !score || !div) {
             failed = 1;
         } else {
             const float *r = relevance + (size_t)b * np;
             const float *phi = features + (size_t)b * N * D;
-            int64_t *idx = indices + (size_t)b * T;
-            float *val = scores + (size_t)b * T;
             float *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
-            memcpy(eligible, valid + (size_t)b * np, np);
-            load_f(phi, eligible, N, D, phi_t, nv2);
+            load_f(phi, st.eligible, N, D, phi_t, nv2);
             for (int i = 0; i < N; i++) nv2[i] *= scale;
             for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
-            int forced = 0, filled = 0;
             for (int t = 0; t < T; t++) {
                 int plain = t == 0 || div_coef == 0.0f;
                 if (!plain) {
@@ -418,20 +427,9 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
                     }
                 }
                 for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
-                subtract_penalties_f(&st, t, score, steps ? planes : NULL);
-                for (int i = 0; i < np; i++)
-                    if (!eligible[i]) score[i] = -INFINITY;
-                int j = pick_f(&st, score, eligible, &forced);
-                if (steps) {
-                    if (plain) memset(div, 0, sizeof(float) * np);
-                    record_step_f(&st, t, score, eligible, rel, div, planes);
-                }
+                if (steps && plain) memset(div, 0, sizeof(float) * np);
+                int j = step_f(&st, t, score, rel, div, steps ? planes : NULL);
                 if (j < 0) break;
-                idx[t] = j;
-                val[t] = score[j];
-                filled = t + 1;
-                eligible[j] = 0;
-                state_update(&st, t, j);
                 if (t == T - 1 || div_coef == 0.0f) continue;
                 /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
                 int slot = t % w, evict = t >= w;
@@ -478,9 +476,8 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
                     gram[k * w + slot] = g[k];
                 }
             }
-            finish_slate(filled, T, idx, val);
-            if (steps) record_rest_f(filled, T, np, n_planes, planes);
-            forced_out[b] = forced;
+            state_finish(&st, forced_out);
+            if (steps) record_rest_f(st.filled, T, np, n_planes, planes);
         }
         state_free(&st);
         free(buf);
@@ -493,7 +490,6 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
         free(rel);
         free(score);
         free(div);
-        free(eligible);
     }
     return failed ? -1 : 0;
 }
@@ -533,27 +529,24 @@ int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, 
         double *rel = malloc(sizeof(double) * np), *log_q2 = malloc(sizeof(double) * np);
         double *log_d2 = calloc(np, sizeof(double)), *score = malloc(sizeof(double) * np);
         double *num = malloc(sizeof(double) * n);
-        uint8_t *eligible = malloc(np);
-        if (!state_init(&st, c, b, B, np, at_least_one(T)) || !phi_t || !crow ||
+        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !phi_t || !crow ||
             (window > 0 && (!cols || !picks)) || !diag || !d2 || !coef || !rel || !log_q2 ||
-            !log_d2 || !score || !num || !eligible) {
+            !log_d2 || !score || !num) {
             failed = 1;
         } else {
             const float *r = relevance + (size_t)b * np;
             const float *phi = features + (size_t)b * N * D;
-            int64_t *idx = indices + (size_t)b * T;
-            float *val = scores + (size_t)b * T;
-            memcpy(eligible, valid + (size_t)b * np, np);
+            const uint8_t *eligible = st.eligible;
             load_d(phi, eligible, N, D, phi_t, diag);
             memcpy(d2, diag, sizeof(double) * np);
             for (int i = 0; i < np; i++) {
                 rel[i] = (double)r[i];
                 log_q2[i] = rel[i] * two_alpha;
             }
-            int forced = 0, filled = 0, stopped = 0, in_window = 0;
+            int stopped = 0, in_window = 0;
             for (int t = 0; t < T; t++) {
                 if (!stopped) {
-                    int any = 0, ok = has_ok(&st, eligible);
+                    int any = 0, ok = has_ok(&st);
                     double best = -INFINITY;
                     for (int i = 0; i < np; i++) {
                         log_d2[i] = log(d2[i] > tiny ? d2[i] : tiny);
@@ -567,20 +560,9 @@ int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, 
                     if (any && best < log_eps) stopped = 1;
                 }
                 for (int i = 0; i < np; i++) score[i] = stopped ? rel[i] : log_q2[i] + log_d2[i];
-                subtract_penalties_d(&st, t, score, steps ? planes : NULL);
-                for (int i = 0; i < np; i++)
-                    if (!eligible[i]) score[i] = -INFINITY;
-                int j = pick_d(&st, score, eligible, &forced);
-                if (steps) {
-                    if (stopped) memset(log_d2, 0, sizeof(double) * np);
-                    record_step_d(&st, t, score, eligible, stopped ? rel : log_q2, log_d2, planes);
-                }
+                if (steps && stopped) memset(log_d2, 0, sizeof(double) * np);
+                int j = step_d(&st, t, score, stopped ? rel : log_q2, log_d2, steps ? planes : NULL);
                 if (j < 0) break;
-                idx[t] = j;
-                val[t] = (float)score[j];
-                filled = t + 1;
-                eligible[j] = 0;
-                state_update(&st, t, j);
                 if (t == T - 1 || stopped) continue;
                 if (window <= 0) {
                     /* e_i = (S_ji - <c_j, c_i>) / d_j; c_t = e; d_i^2 -= e_i^2. */
@@ -620,9 +602,8 @@ int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, 
                     }
                 }
             }
-            finish_slate(filled, T, idx, val);
-            if (steps) record_rest_d(filled, T, np, n_planes, planes);
-            forced_out[b] = forced;
+            state_finish(&st, forced_out);
+            if (steps) record_rest_d(st.filled, T, np, n_planes, planes);
             stops_out[b] = (uint8_t)stopped;
         }
         state_free(&st);
@@ -638,7 +619,6 @@ int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, 
         free(log_d2);
         free(score);
         free(num);
-        free(eligible);
     }
     return failed ? -1 : 0;
 }
