@@ -37,6 +37,12 @@ from blendspec.ops.constraints import PreparedConstraints, _harmonic_unit
 
 SOURCE = Path(__file__).parent / "csrc" / "greedy.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+FLAG_SETS = (
+    FLAGS,
+    tuple(f for f in FLAGS if f != "-fopenmp"),
+    tuple(f for f in FLAGS if f not in ("-fopenmp", "-march=native")),
+)
+"""What to try, in order: everything, then without OpenMP, then without ``-march=native``."""
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -101,37 +107,55 @@ def _host() -> str:
 
 
 def _build() -> ctypes.CDLL:
+    """Compile (once per source, compiler, flags and CPU) and load the library.
+
+    Compilers without OpenMP (Apple's clang) or without ``-march=native`` get the loops anyway:
+    each failed attempt drops one of them (without OpenMP the loops run one request at a time).
+    """
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise OSError("no C compiler (set CC)")
+    failures: list[str] = []
+    for flags in FLAG_SETS:
+        try:
+            target = _compile(compiler, flags)
+        except OSError as error:
+            failures.append(str(error))
+            continue
+        lib = ctypes.CDLL(str(target))
+        for name in ("mmr", "ssd", "dpp"):
+            getattr(lib, f"blend_{name}").restype = ctypes.c_int
+        lib.blend_normalize_rows.restype = None
+        lib.blend_set_threads.restype = None
+        return lib
+    raise OSError(failures[0])
+
+
+def _compile(compiler: str, flags: tuple[str, ...]) -> Path:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _host().encode()])
+        b"\0".join([source, compiler.encode(), " ".join(flags).encode(), _host().encode()])
     ).hexdigest()[:16]
     folder = _cache_folder()
     target = folder / f"greedy-{key}.so"
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".greedy-", suffix=".so", dir=folder)
-        os.close(fd)
-        try:
-            done = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
-            os.replace(tmp, target)  # concurrent builders: the last rename wins, same bytes
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    lib = ctypes.CDLL(str(target))
-    for name in ("mmr", "ssd", "dpp"):
-        getattr(lib, f"blend_{name}").restype = ctypes.c_int
-    lib.blend_normalize_rows.restype = None
-    lib.blend_set_threads.restype = None
-    return lib
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".greedy-", suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [compiler, *flags, str(SOURCE), "-o", tmp, "-lm"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+        os.replace(tmp, target)  # concurrent builders: the last rename wins, same bytes
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
 
 
 def library() -> ctypes.CDLL | None:

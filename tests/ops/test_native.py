@@ -150,3 +150,32 @@ def test_without_a_compiler_the_torch_path_runs(monkeypatch: pytest.MonkeyPatch,
     assert "no-such-compiler" in (_native.build_error or "")
     assert torch.equal(got.indices, expected.indices)
     assert torch.equal(got.scores, expected.scores)  # the torch path itself, bit for bit
+
+
+def test_a_compiler_without_openmp_still_builds_the_loops(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Apple's clang has no -fopenmp: the build retries without it (one request at a time)."""
+    import shutil
+
+    real = shutil.which("cc") or shutil.which("gcc")
+    fake = tmp_path / "cc-without-openmp"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = -fopenmp ] && { echo "unsupported: -fopenmp" >&2; exit 1; }; done\n'
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    inputs = _batch(b=3, n=60)
+    with kernels("native"):
+        expected = OPERATORS["dpp"](*inputs)
+    monkeypatch.setenv("BLENDSPEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setattr(_native, "_library", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setattr(_native, "build_error", None)
+    assert _native.library() is not None, _native.build_error
+    with kernels("native"):
+        got = OPERATORS["dpp"](*inputs)
+    assert torch.equal(got.indices, expected.indices)
+    assert torch.equal(got.scores, expected.scores)  # the same code, one thread
