@@ -7,8 +7,9 @@
                                         # 10k vs 100k requests of 100 candidates (~3 + 31 GB)
 
 Prints requests/s of (1) Parquet decoding alone — the floor any Parquet reader pays, (2) reading
-into padded tensors with every dump check, (3) the whole `blend run` (Parquet in, slates out), each
-with its ratio to (1); then the peak memory of `blend run` on a dump and on one `--scale` times
+into padded tensors with every dump check, (3) the compiled graph on batches already read, (4) the
+whole `blend run` (Parquet in, slates out), each with its ratio to (1) and its core time per
+request; then the peak memory of `blend run` on a dump and on one `--scale` times
 larger (streaming means the two peaks should match). A dump of 1,000 requests is ~1.6 GB.
 """
 
@@ -21,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow.parquet as pq
 import torch
@@ -39,32 +42,61 @@ def make_dump(path: Path, requests: int, candidates: int) -> None:
     write_dump(World.default(seed=0), path, requests=requests, candidates=candidates, seed=1)
 
 
-def decode_only(path: Path) -> float:
-    started = time.perf_counter()
-    for _ in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=16_384):
-        pass
-    return time.perf_counter() - started
+class Timing(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # seconds of core time, every thread of the process
 
 
-def read_only(path: Path) -> float:
+def timed(fn: Callable[[], object]) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def decode_only(path: Path) -> Timing:
+    def decode() -> None:
+        for _ in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=16_384):
+            pass
+
+    return timed(decode)
+
+
+def read_only(path: Path) -> Timing:
     from blendspec.dump import DumpReader
     from blendspec.loader import load_spec
 
     spec = load_spec(SPEC).spec
-    started = time.perf_counter()
-    for _ in DumpReader(path, spec).batches(64):
-        pass
-    return time.perf_counter() - started
+
+    def read() -> None:
+        for _ in DumpReader(path, spec).batches(64):
+            pass
+
+    return timed(read)
 
 
-def full_run(path: Path, out: Path) -> float:
+def blend_only(path: Path) -> Timing:
+    """The compiled graph on batches already read (what `blend run` adds to reading)."""
+    from blendspec.dump import DumpReader
+    from blendspec.loader import load_spec
+    from blendspec.run import Runner
+
+    loaded = load_spec(SPEC)
+    batches = list(DumpReader(path, loaded.spec).batches(64))
+    runner = Runner(loaded)
+
+    def blend() -> None:
+        for batch in batches:
+            runner.blend(batch)
+
+    return timed(blend)
+
+
+def full_run(path: Path, out: Path) -> Timing:
     from blendspec.loader import load_spec
     from blendspec.run import run
 
     loaded = load_spec(SPEC)
-    started = time.perf_counter()
-    run(loaded, path, out, batch_size=64)
-    return time.perf_counter() - started
+    return timed(lambda: run(loaded, path, out, batch_size=64))
 
 
 def peak_memory(path: Path, out: Path) -> float:
@@ -115,21 +147,28 @@ def main() -> None:
 
 
 def throughput(dump: Path, root: Path, requests: int, candidates: int, threads: int) -> None:
-    """Requests/s of decoding, reading with checks, and the whole run, on the same dump."""
+    """Requests/s of decoding, reading with checks, blending read batches and the whole run, on
+    the same dump, with each stage's core time per request (every thread, from process_time):
+    on a machine with C cores no overlap of stages can beat C / (sum of their core times)."""
     # Best of two, so the first pass pays for the page cache and the imports.
-    decode = min(decode_only(dump) for _ in range(2))
-    read = min(read_only(dump) for _ in range(2))
-    blend = min(full_run(dump, root / "slates.parquet") for _ in range(2))
+    decode = min((decode_only(dump) for _ in range(2)), key=lambda t: t.wall)
+    read = min((read_only(dump) for _ in range(2)), key=lambda t: t.wall)
+    compute = min((blend_only(dump) for _ in range(2)), key=lambda t: t.wall)
+    blend = min((full_run(dump, root / "slates.parquet") for _ in range(2)), key=lambda t: t.wall)
     rows = [
         ("parquet decode only (floor)", decode),
         ("read + checks + padded tensors", read),
+        ("blend only (batches in memory)", compute),
         ("blend run end to end", blend),
     ]
     print(f"homefeed spec, {requests} requests x {candidates} candidates, T=50, threads={threads}")
-    print(f"{'stage':34s} {'requests/s':>11s} {'x floor time':>13s}")
-    for name, seconds in rows:
-        print(f"{name:34s} {requests / seconds:11.1f} {seconds / decode:13.2f}")
-    print(json.dumps({"requests_per_second": requests / blend}))
+    print(f"{'stage':34s} {'requests/s':>11s} {'x floor time':>13s} {'core-ms/request':>16s}")
+    for name, t in rows:
+        print(
+            f"{name:34s} {requests / t.wall:11.1f} {t.wall / decode.wall:13.2f} "
+            f"{t.cpu / requests * 1e3:16.2f}"
+        )
+    print(json.dumps({"requests_per_second": requests / blend.wall}))
 
 
 if __name__ == "__main__":
