@@ -9,6 +9,7 @@ from torch import Tensor
 
 from blendspec.ops._common import check_common, pad_candidates, padded_width, sanitize
 from blendspec.ops.constraints import (
+    ConstraintState,
     GreedyConstraints,
     PreparedConstraints,
     prepare_constraints,
@@ -28,6 +29,13 @@ class Prepared:
 
     def chunk(self, sl: slice) -> tuple[Tensor, Tensor, PreparedConstraints]:
         return self.valid[sl], self.relevance[sl], self.constraints.slice(sl)
+
+    def trace_names(self, trace: bool) -> list[str] | None:
+        """A diversifier's trace components (None without a trace): relevance, diversity, then
+        the penalties in the order ``ConstraintState.penalties`` returns them."""
+        if not trace:
+            return None
+        return ["relevance", "diversity", *ConstraintState.names_of(self.constraints)]
 
 
 def prepare(

@@ -54,11 +54,8 @@ def dpp(
     if not epsilon > 0:
         raise ValueError(f"DPP epsilon must be > 0, got {epsilon!r}")
     p = prepare(relevance, mask, constraints, slate_length, features)
-    names = (lambda st: ["relevance", "diversity", *st.names]) if trace else (lambda st: None)
     if p.n == 0:
-        return empty_selection(
-            p.batch, slate_length, mask.device, names(ConstraintState(p.constraints, 0, _DT))
-        )
+        return empty_selection(p.batch, slate_length, mask.device, p.trace_names(trace))
     d = features.shape[2]
     two_alpha = 2.0 * float(alpha)
     log_eps = math.log(float(epsilon))
@@ -72,9 +69,7 @@ def dpp(
             window=window,
             two_alpha=two_alpha,
             log_epsilon=log_eps,
-            names=["relevance", "diversity", *ConstraintState.names_of(p.constraints)]
-            if trace
-            else None,
+            names=p.trace_names(trace),
         )
     n_rows = max(slate_length - 1, 0) if window is None else min(window, max(slate_length - 1, 0))
 
@@ -82,7 +77,7 @@ def dpp(
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, _DT)
-        sel = Selector(valid, _DT, names(state), cons.has_caps)
+        sel = Selector(valid, _DT, p.trace_names(trace), cons.has_caps)
         buf = workspace("buf", (b, n_rows + d, width), _DT)  # [c_{T-2} .. c_0; phi^T]
         buf[:, :n_rows] = 0.0
         phi_t = buf[:, n_rows:]

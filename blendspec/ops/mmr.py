@@ -31,13 +31,12 @@ def mmr(
     set of the first step counts as 0 (the first pick is the argmax of ``lam r_i - penalties``).
     """
     p = prepare(relevance, mask, constraints, slate_length, features)
-    names = (lambda st: ["relevance", "diversity", *st.names]) if trace else (lambda st: None)
     if p.n == 0:
         return empty_selection(
             p.batch,
             slate_length,
             mask.device,
-            ["relevance", "diversity", *ConstraintState.names_of(p.constraints)] if trace else None,
+            p.trace_names(trace),
         )
     lam_f = float(lam)
     if _native.usable(relevance, features):
@@ -48,7 +47,7 @@ def mmr(
             p.constraints,
             slate_length,
             lam_f,
-            ["relevance", "diversity", *ConstraintState.names_of(p.constraints)] if trace else None,
+            p.trace_names(trace),
         )
     d = features.shape[2]
     sim_coef = 1.0 - lam_f
@@ -57,7 +56,7 @@ def mmr(
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
-        sel = Selector(valid, torch.float32, names(state), cons.has_caps)
+        sel = Selector(valid, torch.float32, p.trace_names(trace), cons.has_caps)
         phi_t = workspace("buf", (b, d, width), torch.float32)
         load_transposed(phi_t, features[sl], valid)
         rows = RowGather(features[sl], torch.float32)

@@ -28,7 +28,7 @@ from torch import Tensor
 from blendspec.ops import _native
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
-from blendspec.ops._inputs import Prepared, RowGather, load_transposed, prepare
+from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints
 
 VARIANTS = ("stabilized", "volume")
@@ -61,7 +61,7 @@ def ssd(
         raise ValueError(f"SSD window must be an int >= 1, got {window!r}")
     p = prepare(relevance, mask, constraints, slate_length, features)
     if p.n == 0:
-        return empty_selection(p.batch, slate_length, mask.device, trace_names=_names(p, trace))
+        return empty_selection(p.batch, slate_length, mask.device, trace_names=p.trace_names(trace))
     d = features.shape[2]
     w = window
     rows = 2 * w + d
@@ -83,14 +83,14 @@ def ssd(
             div_coef=div_coef,
             epsilon=eps,
             volume=volume,
-            names=_names(p, trace),
+            names=p.trace_names(trace),
         )
 
     def run(sl: slice) -> Selection:
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
-        sel = Selector(valid, torch.float32, _names(p, trace, state), cons.has_caps)
+        sel = Selector(valid, torch.float32, p.trace_names(trace), cons.has_caps)
         buf = workspace("buf", (b, rows, width), torch.float32)  # [-C; P; phi^T]
         buf[:, : 2 * w] = 0.0
         phi_t = buf[:, 2 * w :]
@@ -135,13 +135,6 @@ def ssd(
 
     bytes_per_request = rows * p.width * 4
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
-
-
-def _names(p: Prepared, trace: bool, state: ConstraintState | None = None) -> list[str] | None:
-    if not trace:
-        return None
-    penalties = state.names if state is not None else ConstraintState.names_of(p.constraints)
-    return ["relevance", "diversity", *penalties]
 
 
 class _Step:
