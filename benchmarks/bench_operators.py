@@ -11,6 +11,15 @@ Run from the repository root::
 After the grid, a second table times each operator with its per-step trace off and on (N=500),
 with the same inputs, and checks that the selections are identical either way.
 
+``--pyversity`` adds the comparison with the peer library users would otherwise pick, pyversity 0.2
+(``pip install -e '.[bench]'``): same raw inputs (non-negative embeddings, where its cosine clipping
+is a no-op; DPP with no early stop triggered), N=500, d=256, T=50, 64 requests, in process. The
+blendspec side is timed from raw embeddings and utilities, so it counts the feature map and the
+relevance normalisation; pyversity is called once per request as its API asks. The selections of
+both are compared request by request.
+
+    python -m benchmarks.bench_operators --pyversity-only --repeat 3
+
 For each operator it prints requests/s of the operator as `blend run` calls it (the compiled
 per-request loop, ops/_native.py), of its torch path (what `blend export` traces, also used
 without a C compiler) and of a per-request numpy baseline on the same float32 inputs, the two
@@ -314,6 +323,95 @@ def trace_table(ops: list[str], n: int, batches: list[int], repeat: int) -> None
             )
 
 
+# ----------------------------------------------------------------------------------------------
+# against pyversity 0.2
+
+PEER_N, PEER_D, PEER_B = 500, 256, 64
+
+
+@dataclass
+class RawInputs:
+    """What a user holds before blending: raw embeddings and utilities, one request per row."""
+
+    embeddings: torch.Tensor  # [B, N, D], non-negative
+    utility: torch.Tensor  # [B, N]
+    mask: torch.Tensor
+
+
+def make_raw_inputs(seed: int) -> RawInputs:
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.rand((PEER_B, PEER_N, PEER_D), generator=g)
+    utility = torch.randn((PEER_B, PEER_N), generator=g)
+    return RawInputs(emb, utility, torch.ones((PEER_B, PEER_N), dtype=torch.bool))
+
+
+def blend_raw(op: str, x: RawInputs) -> torch.Tensor:
+    """blendspec from raw inputs: feature map, per-request z-score, then the compiled loop.
+
+    The parameters are pyversity's with diversity 0.3 (SSD's theta and MMR's lambda are 0.7);
+    DPP's alpha is 1 (pyversity's diversity 0.5 at scale 2); SSD's epsilon is pyversity's
+    float32 machine epsilon.
+    """
+    phi = feature_map(
+        SimilaritySignals(embeddings=((x.embeddings, 1.0),)), x.mask, bias=op == "ssd"
+    )
+    r = normalize_relevance(x.utility, x.mask, "zscore")
+    with kernels("native"):
+        if op == "ssd":
+            eps = float(np.finfo(np.float32).eps)
+            return ssd(r, phi, x.mask, None, slate_length=T, window=10, theta=0.7, gamma=1.0,
+                       epsilon=eps).indices  # fmt: skip
+        if op == "dpp":
+            return dpp(r, phi, x.mask, None, slate_length=T, alpha=1.0).indices
+        return mmr(r, phi, x.mask, None, slate_length=T, lam=0.7).indices
+
+
+def pyversity_raw(op: str, x: RawInputs, zscored: np.ndarray) -> np.ndarray:
+    """pyversity on the same requests, one call each. Its MMR takes scores as given (no
+    normalisation of its own), so it receives the z-scored utilities blendspec uses."""
+    import pyversity
+
+    emb = x.embeddings.numpy()
+    utility = x.utility.numpy()
+    rows = []
+    for i in range(len(emb)):
+        if op == "ssd":
+            out = pyversity.ssd(emb[i], utility[i], T, diversity=0.3, window=10, gamma=1.0)
+        elif op == "dpp":
+            out = pyversity.dpp(emb[i], utility[i], T, diversity=0.5, scale=2.0)
+        else:
+            out = pyversity.mmr(emb[i], zscored[i], T, diversity=0.3)
+        rows.append(out.indices)
+    return np.stack(rows)
+
+
+def pyversity_table(ops: list[str], repeat: int) -> None:
+    """blendspec end to end (feature map + normalisation + loop) vs pyversity, best of
+    ``repeat``, with the number of requests whose slates are identical."""
+    try:
+        import pyversity
+    except ImportError:
+        print("\npyversity is not installed (pip install -e '.[bench]'): comparison skipped")
+        return
+    header = f"{'op':<4} {'blendspec req/s':>16} {'pyversity req/s':>16} {'ratio':>7} {'same':>7}"
+    print()
+    print(f"vs pyversity {pyversity.__version__}: N={PEER_N} d={PEER_D} T={T} B={PEER_B}, "
+          f"non-negative embeddings, best of {repeat}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for op in ops:
+        x = make_raw_inputs(seed=7)
+        zscored = normalize_relevance(x.utility, x.mask, "zscore").numpy()
+        t_ours, ours = best_time(lambda x=x, op=op: blend_raw(op, x), repeat)
+        t_peer, peer = best_time(lambda x=x, op=op, z=zscored: pyversity_raw(op, x, z), repeat)
+        same = int((ours.numpy() == peer).all(1).sum())
+        print(
+            f"{op:<4} {PEER_B / t_ours:>16.1f} {PEER_B / t_peer:>16.1f} "
+            f"{t_peer / t_ours:>6.1f}x {same:>3}/{PEER_B:<3}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=500, B in {8, 64}, 1 repetition")
@@ -324,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         "--wait-idle",
         action="store_true",
         help="before each timed run, wait (up to 2 min) until other processes are idle",
+    )
+    parser.add_argument(
+        "--pyversity", action="store_true", help="also compare with pyversity 0.2 (N=500, B=64)"
+    )
+    parser.add_argument(
+        "--pyversity-only", action="store_true", help="only the comparison with pyversity"
     )
     trace = parser.add_mutually_exclusive_group()
     trace.add_argument(
@@ -353,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'numpy req/s':>12} {'native/np':>10} {'torch/np':>9} {'same':>7} "
         f"{'core-ms/req':>12} {'floor ms':>9} {'x floor':>8}"
     )
+    if args.pyversity_only:
+        pyversity_table(ops, repeat)
+        return 0
     if not args.trace_only:
         print(header)
         print("-" * len(header))
@@ -385,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     if not args.no_trace:
         trace_table(ops, 500, [1, 8] if args.quick else [1, 8, 64], max(repeat, 3))
+    if args.pyversity:
+        pyversity_table(ops, repeat)
     if args.wait_idle:
         print(f"timed runs that could not wait for an idle machine: {IDLE['busy_cells']}")
     return 0
