@@ -7,11 +7,12 @@ at a time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from blendspec.diagnostics import Diagnostic, Severity, did_you_mean
+from blendspec.diagnostics import Diagnostic, Severity, Span, did_you_mean
 from blendspec.forms import (
     SIGNALS,
     Problem,
@@ -21,7 +22,7 @@ from blendspec.forms import (
     split_utility,
 )
 from blendspec.model import Dpp, Mmr, Spec, Ssd
-from blendspec.syntax import Document, PathKey
+from blendspec.syntax import BIDI_CONTROLS, Document, PathKey, char_name
 
 
 @dataclass(frozen=True)
@@ -338,15 +339,11 @@ def check_policy(ctx: CheckContext) -> Iterator[Diagnostic]:
             did_you_mean(policy.reward, spec.rewards),
         )
     if policy.file is not None and ctx.base_dir is not None:
-        resolved = (ctx.base_dir / policy.file).resolve()
-        if not resolved.is_file():
-            yield ctx.error(
-                "E307",
-                f"policy file `{policy.file}` does not exist",
-                ("policy", "file"),
-                f"looked for {resolved}; train one with `blend policy train`, or remove `file` to "
-                "serve the fallback weights",
-            )
+        from blendspec.policy import policy_path_problem
+
+        problem = policy_path_problem(policy.file, ctx.base_dir)
+        if problem is not None:
+            yield ctx.error("E307", problem[0], ("policy", "file"), problem[1])
 
 
 def check_rewards(ctx: CheckContext) -> Iterator[Diagnostic]:
@@ -405,6 +402,32 @@ def check_unused(ctx: CheckContext) -> Iterator[Diagnostic]:
             )
 
 
+def check_bidi(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Trojan Source (CVE-2021-42574): bidi controls in a comment or string make a line display
+    differently from what it means, so a reviewer can be shown one spec and run another. Like
+    rustc and gcc, warn at each line that holds one; an escape (`\\u202e`) says the same safely."""
+    text = ctx.document.source.text
+    last_line = 0
+    for match in _BIDI.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        if line == last_line:
+            continue
+        last_line = line
+        column = match.start() - text.rfind("\n", 0, match.start())
+        char = match.group()
+        yield Diagnostic(
+            "W004",
+            f"bidirectional control character {char_name(char)} can make this line "
+            "display differently from what it means",
+            Span.point(line, column),
+            f"remove it; a string that needs it can say `\\u{ord(char):04x}`",
+            Severity.WARNING,
+        )
+
+
+_BIDI = re.compile("[" + "".join(sorted(BIDI_CONTROLS)) + "]")
+
+
 CHECKS: tuple[Check, ...] = (
     check_namespaces,
     check_objectives,
@@ -416,6 +439,7 @@ CHECKS: tuple[Check, ...] = (
     check_policy,
     check_rewards,
     check_unused,
+    check_bidi,
 )
 
 

@@ -56,6 +56,7 @@ CODES: dict[str, str] = {
     "E001": "syntax error",
     "E002": "unreadable spec file",
     "E003": "unknown file type",
+    "E004": "nested too deeply",
     "E100": "invalid value",
     "E101": "missing field",
     "E102": "unknown field",
@@ -77,6 +78,7 @@ CODES: dict[str, str] = {
     "W001": "unused input",
     "W002": "window can never matter",
     "W003": "unused objective or weight",
+    "W004": "bidirectional control character",
 }
 
 MAX_REPORTED = 20
@@ -135,7 +137,7 @@ def render_one(source: Source, diagnostic: Diagnostic, *, color: bool = False) -
         lines.append(f"  --> {_escape(source.name, color)}")
     else:
         lines.append(f"  --> {_escape(source.name, color)}:{span.line}:{span.column}")
-        text = source.line(span.line)
+        text = _visible(source.line(span.line))
         gutter = " " * len(str(span.line))
         end = span.end_column if span.end_line == span.line else len(text) + 1
         width = max(1, min(end, len(text) + 1) - span.column)
@@ -178,6 +180,18 @@ def to_json(source: Source, diagnostic: Diagnostic) -> dict[str, object]:
 
 def render_json(source: Source, diagnostics: Sequence[Diagnostic]) -> str:
     return json.dumps([to_json(source, d) for d in sorted(diagnostics, key=sort_key)], indent=2)
+
+
+_BIDI = dict.fromkeys(
+    map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\ufeff"),
+    "\ufffd",
+)
+
+
+def _visible(line: str) -> str:
+    """The source line with bidi controls (and stray BOMs) shown as U+FFFD: printed raw they would
+    reorder the very line a diagnostic shows. One character for one keeps the caret aligned."""
+    return line.translate(_BIDI)
 
 
 def _escape(text: str, color: bool) -> str:

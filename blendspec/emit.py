@@ -15,7 +15,7 @@ import yaml
 
 from blendspec.comments import CommentBook
 from blendspec.model import NAME_PATTERN, BinOp, Call, Const, Expr, Neg, Ref, Spec
-from blendspec.syntax import Document, PathKey
+from blendspec.syntax import BIDI_CONTROLS, Document, PathKey
 
 # ---------------------------------------------------------------- expressions
 
@@ -25,8 +25,11 @@ _ATOM = 4
 
 
 def format_number(value: float | int) -> str:
+    """Whole numbers as written; other floats by repr, the shortest text that reads back exact."""
     if isinstance(value, bool):
         raise TypeError("booleans are not numbers in a spec")
+    if isinstance(value, int):
+        return str(value)  # an int is never routed through a float: no digit is ever lost
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))
@@ -259,13 +262,16 @@ def _yaml_flow(value: Any) -> str:
 
 def _yaml_scalar(value: Any) -> str:
     if isinstance(value, str):
+        # Bidi controls are escaped (`\u202E`), never written raw: raw they would reorder the
+        # line in an editor (W004), where the DSL had a harmless escape.
+        visible = not any(char in BIDI_CONTROLS for char in value)
         try:
             plain_ok = yaml.safe_load(f"k: {value}") == {"k": value} and "," not in value
         except yaml.YAMLError:
             plain_ok = False
-        if plain_ok and value.strip() == value and value:
+        if plain_ok and visible and value.strip() == value and value:
             return value
-        quoted = yaml.safe_dump(value, default_style='"', width=float("inf"), allow_unicode=True)
+        quoted = yaml.safe_dump(value, default_style='"', width=float("inf"), allow_unicode=visible)
         return quoted.removesuffix("\n...\n").rstrip("\n")
     if value is None:
         return "null"

@@ -74,7 +74,7 @@ def load_source(
     diagnostics = run_checks(spec, document, base_dir)
     errors = [d for d in diagnostics if d.is_error]
     if errors:
-        raise SpecError(source, diagnostics)
+        raise SpecError(document.source, diagnostics)  # the text as parsed (without a BOM)
     return LoadedSpec(spec, document, tuple(diagnostics), path)
 
 

@@ -27,9 +27,42 @@ from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Ranges of every number a spec holds (docs/errors.md, E100/E104). A spec that validates must run:
+# these keep every compiled tensor small, every float finite through the float32 graph, and every
+# value exact in both syntaxes (all integers below 2**53, so YAML → DSL → YAML changes nothing).
+MAX_SLATE = 10_000
+"""Slate length T: the greedy loop runs T steps and per-request state is O(T)."""
+MAX_WINDOW = 10_000
+"""Look-back windows (diversity, spacing, semantic-ID penalty, caps); beyond T they never bind."""
+MAX_TRUNCATE = 1_000_000
+"""Pre-truncation M: the number of candidates a request keeps."""
+MAX_CAP = 10_000
+"""A cap's `max`: more than T can never bind."""
+MAX_INPUT_SIZE = 65_536
+"""D of `embedding[D]` / `features[D]` and L of `semantic_id[L]`."""
+MAX_MAGNITUDE = 1e9
+"""Weights (default, bounds, grid) and numbers in formulas lie in [-1e9, 1e9]."""
+MAX_PARAMETER = 1e6
+"""Upper bound of the positive parameters: gamma, alpha, temperature, penalty coefficients."""
+MIN_TEMPERATURE = 1e-6
+"""A softmax temperature below this turns finite scores into infinities."""
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML `true` is not the number 1: pydantic's lax mode would read it as one."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "E100", "expected a number, not `{value}`", {"value": str(value).lower()}
+        )
+    return value
+
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # allow_inf_nan=False: `inf`, `.inf`, `"Infinity"` and `1e400` (which PyYAML reads as text) are
+    # not numbers a spec can hold; every float field rejects them with a located E100.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 def _check_name(name: Any) -> str:
@@ -53,15 +86,30 @@ Name = Annotated[str, BeforeValidator(_check_name)]
 class Const(Model):
     """A numeric literal."""
 
+    # Non-finite values reach `_finite` below, which says so in the words formulas always used.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=True
+    )
+
     kind: Literal["const"] = "const"
-    value: float
+    value: Annotated[float, BeforeValidator(_not_bool)]
 
     @field_validator("value")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
             raise PydanticCustomError("E100", "numbers in a spec must be finite")
+        if abs(value) > MAX_MAGNITUDE:
+            raise PydanticCustomError(
+                "E100",
+                "`{value}` is too large: numbers in a formula lie within ±1e9",
+                {"value": _short(value)},
+            )
         return value
+
+
+def _short(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
 class Ref(Model):
@@ -142,7 +190,7 @@ class Input(Model):
     """A typed column of the candidate dump: `score`, `embedding[D]`, `semantic_id[L]`, …"""
 
     kind: Literal["score", "embedding", "semantic_id", "category", "flag", "features"]
-    size: int | None = None
+    size: Annotated[int, BeforeValidator(_not_bool), Field(le=MAX_INPUT_SIZE)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -188,13 +236,27 @@ def parse_input_type(text: str) -> dict[str, Any]:
         )
     if size is None:
         return {"kind": kind}
-    if not size.isdigit():
+    if not _DIGITS.fullmatch(size):
         raise PydanticCustomError(
             "E104",
             "the size of `{kind}` must be a whole number, not `{size}`",
             {"kind": kind, "size": size},
         )
+    if len(size.lstrip("0")) > len(str(MAX_INPUT_SIZE)) or int(size) > MAX_INPUT_SIZE:
+        raise PydanticCustomError(
+            "E104",
+            "the size of `{kind}` must be at most {max}, not {size}",
+            {
+                "kind": kind,
+                "size": size if len(size) <= 20 else size[:20] + "…",
+                "max": MAX_INPUT_SIZE,
+            },
+        )
     return {"kind": kind, "size": int(size)}
+
+
+_DIGITS = re.compile(r"[0-9]+")
+"""ASCII digits only: `str.isdigit` would also take `٦٤` (Arabic-Indic 64) as a size."""
 
 
 def _kinds(text: str) -> dict[str, str]:
@@ -207,11 +269,18 @@ def _kinds(text: str) -> dict[str, str]:
 class Weight(Model):
     """A named utility weight: default, bounds [lo, hi], implied sign, and where its value comes from."""
 
-    default: float
-    bounds: tuple[float, float]
+    # Non-finite values reach `_finite` below, which says so in the words weights always used.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=True
+    )
+
+    default: Annotated[float, BeforeValidator(_not_bool)]
+    bounds: tuple[
+        Annotated[float, BeforeValidator(_not_bool)], Annotated[float, BeforeValidator(_not_bool)]
+    ]
     sign: Literal["positive", "negative", "any"] = "positive"
     source: Literal["fixed", "policy"] = "fixed"
-    grid: tuple[float, ...] | None = None
+    grid: tuple[Annotated[float, BeforeValidator(_not_bool)], ...] | None = None
 
     @field_validator("default", "bounds", "grid")
     @classmethod
@@ -219,6 +288,8 @@ class Weight(Model):
         values = value if isinstance(value, tuple) else (value,)
         if any(v is not None and not math.isfinite(v) for v in values):
             raise PydanticCustomError("E100", "numbers in a spec must be finite")
+        if any(v is not None and abs(v) > MAX_MAGNITUDE for v in values):
+            raise PydanticCustomError("E100", "weights lie within ±1e9")
         return value
 
     @model_validator(mode="after")
@@ -237,9 +308,11 @@ class Weight(Model):
 # ---------------------------------------------------------------- diversity
 
 Relevance = Literal["zscore", "minmax", "raw"]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-Window = Annotated[int, Field(ge=1)]
-Positive = Annotated[float, Field(gt=0.0)]
+Probability = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.0, le=1.0)]
+Window = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_WINDOW)]
+Positive = Annotated[float, BeforeValidator(_not_bool), Field(gt=0.0, le=MAX_PARAMETER)]
+Tolerance = Annotated[float, BeforeValidator(_not_bool), Field(gt=0.0, le=1.0)]
+Coefficient = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.0, le=MAX_PARAMETER)]
 
 
 class Ssd(Model):
@@ -252,7 +325,7 @@ class Ssd(Model):
     window: Window = 10
     variant: Literal["stabilized", "volume"] = "stabilized"
     relevance: Relevance = "zscore"
-    epsilon: Positive = 1e-6
+    epsilon: Tolerance = 1e-6
 
 
 class Dpp(Model):
@@ -263,7 +336,7 @@ class Dpp(Model):
     alpha: Positive = 1.0
     window: Window | None = None
     relevance: Relevance = "zscore"
-    epsilon: Positive = 1e-6
+    epsilon: Tolerance = 1e-6
 
 
 class Mmr(Model):
@@ -291,7 +364,7 @@ class Spacing(Model):
     """Soft spacing of one sensitive set (a flag input), DESIGN §3.5."""
 
     window: Window
-    coefficient: Annotated[float, Field(ge=0.0)]
+    coefficient: Coefficient
 
 
 class SemanticIdPenalty(Model):
@@ -299,14 +372,14 @@ class SemanticIdPenalty(Model):
 
     input: Name
     window: Window
-    min_prefix: Annotated[int, Field(ge=1)] = 1
-    coefficient: Annotated[float, Field(ge=0.0)]
+    min_prefix: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_INPUT_SIZE)] = 1
+    coefficient: Coefficient
 
 
 class Cap(Model):
     """At most `max` items of one category in any `window` consecutive slots, DESIGN §3.8."""
 
-    max: Annotated[int, Field(ge=1)]
+    max: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_CAP)]
     window: Window
 
 
@@ -315,13 +388,13 @@ class Rules(Model):
 
     filters: tuple[Name, ...] = ()
     caps: dict[Name, Cap] = Field(default_factory=dict)
-    truncate: Annotated[int, Field(ge=1)] | None = None
+    truncate: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_TRUNCATE)] | None = None
 
 
 class Slate(Model):
     """The slate's length T, a compile-time constant."""
 
-    length: Annotated[int, Field(ge=1)]
+    length: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_SLATE)]
 
 
 # ---------------------------------------------------------------- policy
@@ -348,7 +421,9 @@ class SoftmaxExploration(Model):
     """Sample the policy's softmax at a temperature."""
 
     kind: Literal["softmax"]
-    temperature: Positive
+    temperature: Annotated[
+        float, BeforeValidator(_not_bool), Field(ge=MIN_TEMPERATURE, le=MAX_PARAMETER)
+    ]
 
 
 Exploration = Annotated[

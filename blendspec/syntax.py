@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,168 @@ def syntax_of(path: Path) -> Syntax | None:
 
 
 def parse_document(source: Source, syntax: Syntax) -> Document:
+    """Either front end, after the checks that must come before any recursive stage."""
+    # A byte-order mark is an encoding artefact, not part of the spec: editors on Windows write
+    # one, PyYAML skips it, and the DSL must not see it as a stray invisible character.
+    if source.text.startswith(BOM):
+        source = Source(source.name, source.text[len(BOM) :])
+    if syntax == "dsl":
+        _refuse_control_characters(source)
+    check_nesting(source, syntax)
     return parse_dsl(source) if syntax == "dsl" else parse_yaml(source)
+
+
+BOM = "\ufeff"
+
+# ---------------------------------------------------------------- checks before parsing
+
+MAX_NESTING = 64
+"""Lists, blocks and mappings nest at most this deep. PyYAML's composer and the DSL builder recurse
+once per level, so without a limit ~500 levels of YAML or ~600 nested DSL lists end in a
+RecursionError; real specs nest three or four levels."""
+
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]|\r(?!\n)"
+)
+"""Characters the DSL refuses anywhere, comments included: those YAML cannot hold (so `fmt --to
+yaml` could not write them) and those YAML reads as line breaks (so a comment would spill into
+code)."""
+
+
+def char_name(char: str) -> str:
+    """A character as a message can show it: itself when visible, else its code point."""
+    if char.isprintable() and char not in BIDI_CONTROLS and char != BOM:
+        return f"`{char}`"
+    return f"U+{ord(char):04X}"
+
+
+BIDI_CONTROLS = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+)
+"""Unicode bidirectional controls: they reorder how text is displayed, so a comment or string can
+hide code from a reviewer ("Trojan Source", CVE-2021-42574)."""
+
+
+def _position(text: str, offset: int) -> Span:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return Span.point(line, column)
+
+
+def _refuse_control_characters(source: Source) -> None:
+    match = _CONTROL.search(source.text)
+    if match is None:
+        return
+    char = match.group()
+    raise SpecError(
+        source,
+        [
+            Diagnostic(
+                "E001",
+                f"control character {char_name(char)} is not allowed in a spec",
+                _position(source.text, match.start()),
+                help="remove it; inside a string write it as an escape such as `\\u0007`",
+            )
+        ],
+    )
+
+
+def check_nesting(source: Source, syntax: Syntax) -> None:
+    """Refuse (E004) text that nests lists, blocks or mappings deeper than MAX_NESTING.
+
+    A cheap scan of the text, run before any stage that recurses per level: bracket depth outside
+    strings and comments, plus, in YAML, the depth of block indentation and of `- - -` items.
+    """
+    text = source.text
+    found = _dsl_too_deep(text) if syntax == "dsl" else _yaml_too_deep(text)
+    if found is not None:
+        raise SpecError(source, [_too_deep(found)])
+
+
+def _too_deep(span: Span) -> Diagnostic:
+    return Diagnostic(
+        "E004",
+        f"the spec nests more than {MAX_NESTING} levels deep",
+        span,
+        help="specs nest a few levels; flatten this value",
+    )
+
+
+def _dsl_too_deep(text: str) -> Span | None:
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return None  # the common case: not even enough brackets to go too deep
+    depth = 0
+    for number, line in enumerate(text.split("\n"), start=1):
+        in_string = escaped = False
+        for column, char in enumerate(line, start=1):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char == "#":
+                break
+            elif char in "[{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    return Span.point(number, column)
+            elif char in "]}":
+                depth = max(depth - 1, 0)
+    return None
+
+
+def _yaml_too_deep(text: str) -> Span | None:
+    """Block depth from indentation (a stack of indents, plus one per leading `- `), then flow
+    depth from brackets on top of the block depth of the line where they open."""
+    lines = text.split("\n")
+    count_brackets = text.count("[") + text.count("{") > 0
+    stack: list[int] = []
+    flow = 0
+    quote: str | None = None
+    base = 0
+    for number, line in enumerate(lines, start=1):
+        stripped = line.lstrip(" ")
+        if flow == 0 and quote is None and stripped and not stripped.startswith("#"):
+            indent = len(line) - len(stripped)
+            while stack and stack[-1] >= indent:
+                stack.pop()
+            stack.append(indent)
+            dashes = 0
+            rest = stripped
+            while rest == "-" or rest.startswith(("- ", "-\t")):
+                dashes += 1
+                rest = rest[1:].lstrip(" \t")
+            base = len(stack) + dashes
+            if base > MAX_NESTING:
+                return Span.point(number, indent + 1)
+        if not count_brackets:
+            continue
+        previous = " "
+        escaped = False
+        for column, char in enumerate(line, start=1):
+            if quote is not None:
+                if escaped:
+                    escaped = False
+                elif char == "\\" and quote == '"':
+                    escaped = True
+                elif char == quote:
+                    quote = None
+            elif char in "'\"" and previous in " \t[{,:":
+                quote = char
+            elif char == "#" and previous in " \t":
+                break
+            elif char in "[{":
+                flow += 1
+                if base + flow > MAX_NESTING:
+                    return Span.point(number, column)
+            elif char in "]}":
+                flow = max(flow - 1, 0)
+            previous = char
+    return None
 
 
 # ---------------------------------------------------------------- the Lark parser
@@ -160,7 +323,10 @@ def _syntax_diagnostic(error: lark.exceptions.LarkError, text: str, locate: Loca
                 "E001", "unterminated string", span, 'close it with `"` on the same line'
             )
         return Diagnostic(
-            "E001", f"unexpected character `{char}`", span, _expected_help(error.allowed or set())
+            "E001",
+            f"unexpected character {char_name(char)}",
+            span,
+            _expected_help(error.allowed or set()),
         )
     if isinstance(error, lark.exceptions.UnexpectedEOF):
         return Diagnostic(
@@ -198,8 +364,16 @@ def _join(first: Span, last: Span) -> Span:
 
 
 def _number(token: Token) -> int | float:
+    """A whole number stays an int (counts and windows need one) unless it is so long that no
+    range could hold it; then the float (or inf) lets the range check report it, instead of
+    Python's 4300-digit limit on int() raising."""
     text = str(token)
-    return int(text) if text.isdigit() else float(text)
+    if _WHOLE.fullmatch(text) and len(text) <= 20:
+        return int(text)
+    return float(text)
+
+
+_WHOLE = re.compile(r"[0-9]+")
 
 
 MAX_FORMULA_DEPTH = 160
@@ -239,7 +413,8 @@ class _Builder:
             raise TypeError(f"bare token {node!r}")
         kind = node.data
         if kind == "number":
-            return {"kind": "const", "value": float(_number(node.children[0]))}
+            # float(text), not float(int(text)): a 400-digit integer is inf, not an OverflowError.
+            return {"kind": "const", "value": float(str(node.children[0]))}
         if kind == "ref":
             return {"kind": "ref", "name": str(node.children[0])}
         if kind == "neg":
@@ -530,6 +705,20 @@ def parse_yaml(source: Source) -> Document:
         span = Span.point(mark.line + 1, mark.column + 1) if mark else None
         problem = (error.problem or "malformed YAML").strip()
         raise SpecError(source, [Diagnostic("E001", f"YAML: {problem}", span)]) from None
+    except yaml.reader.ReaderError as error:
+        # Not a MarkedYAMLError: it carries an offset into the text instead of a mark.
+        char = chr(error.character) if isinstance(error.character, int) else str(error.character)
+        raise SpecError(
+            source,
+            [
+                Diagnostic(
+                    "E001",
+                    f"YAML: control character {char_name(char)} is not allowed in a spec",
+                    _position(source.text, error.position),
+                    help="remove it; inside a double-quoted string write it as an escape",
+                )
+            ],
+        ) from None
     except yaml.YAMLError as error:
         raise SpecError(source, [Diagnostic("E001", f"YAML: {error}", None)]) from None
     reader = _YamlReader(source)
@@ -581,6 +770,9 @@ class _YamlReader:
                     )
                 ],
             )
+        if len(path) > 2 * MAX_NESTING:
+            # Aliases can stack nodes that are each shallow in the text: `b: [*a]`, `c: [*b]`, …
+            raise SpecError(self.source, [_too_deep(_node_span(node))])
         self.spans[path] = _node_span(node)
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
             self.errors.append(
@@ -633,6 +825,13 @@ class _YamlReader:
     def scalar(self, node: yaml.ScalarNode) -> Any:
         try:
             return self.constructor.construct_object(node, deep=True)
+        except ValueError:
+            # int() refuses integers of more than 4300 digits; no range in a spec comes close.
+            shown = node.value if len(node.value) <= 20 else node.value[:20] + "…"
+            self.errors.append(
+                Diagnostic("E100", f"`{shown}` is too large a number", _node_span(node))
+            )
+            return None
         except yaml.constructor.ConstructorError as error:
             self.errors.append(
                 Diagnostic(
@@ -654,7 +853,7 @@ class _YamlReader:
                 if isinstance(value, bool):
                     continue
                 if isinstance(value, int | float):
-                    container[path[-1]] = {"kind": "const", "value": float(value)}
+                    container[path[-1]] = {"kind": "const", "value": _as_float(value)}
                 elif isinstance(value, str):
                     container[path[-1]] = self.formula(value, path)
 
@@ -670,6 +869,14 @@ class _YamlReader:
         built = builder.expr(tree, path)
         self.spans.update(builder.spans)
         return built
+
+
+def _as_float(value: int | float) -> float:
+    """An integer past float range is inf, which the model reports, not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _expand(data: dict[str, Any], pattern: PathKey) -> list[PathKey]:

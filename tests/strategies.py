@@ -14,10 +14,13 @@ KEYWORDS = [
 ]  # fmt: skip
 
 names = st.one_of(st.sampled_from(KEYWORDS), st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z"))
+# The model's ranges (blendspec.model): numbers within ±1e9, positive parameters in [1e-6, 1e6]
+# (temperature's floor), tolerances (epsilon) in (0, 1].
 numbers = st.floats(
-    allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12
-) | st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e-6, 2.5e-7, 1e20, -3.0])
-positive = st.floats(min_value=1e-9, max_value=1e6, allow_nan=False)
+    allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9
+) | st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e-6, 2.5e-7, 1e9, -3.0, 1e-300])
+positive = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False)
+tolerance = st.floats(min_value=1e-12, max_value=1.0, allow_nan=False)
 probability = st.floats(min_value=0.0, max_value=1.0)
 windows = st.integers(min_value=1, max_value=200)
 
@@ -78,11 +81,11 @@ diversities = st.one_of(
             algorithm="ssd", similarity=e, theta=t, gamma=g, window=w, variant=v, relevance=r, epsilon=eps
         ),
         expressions, probability, positive, windows, st.sampled_from(["stabilized", "volume"]),
-        st.sampled_from(["zscore", "minmax", "raw"]), positive,
+        st.sampled_from(["zscore", "minmax", "raw"]), tolerance,
     ),
     st.builds(
         lambda e, a, w, r, eps: m.Dpp(algorithm="dpp", similarity=e, alpha=a, window=w, relevance=r, epsilon=eps),
-        expressions, positive, st.none() | windows, st.sampled_from(["zscore", "minmax", "raw"]), positive,
+        expressions, positive, st.none() | windows, st.sampled_from(["zscore", "minmax", "raw"]), tolerance,
     ),
     st.builds(
         lambda e, lam, r: m.Mmr(algorithm="mmr", similarity=e, **{"lambda": lam}, relevance=r),

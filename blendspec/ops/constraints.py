@@ -74,6 +74,9 @@ class GreedyConstraints:
 
 NO_CONSTRAINTS = GreedyConstraints()
 
+_SID_TABLE_MAX = 1 << 20
+"""Up to this many T·W entries (8 MiB) the semantic-ID weight rows are built once; beyond, per step."""
+
 _CAP_BIAS = -1e38
 """Added (times the number of violated caps) to a violating candidate's score: far below any real
 score yet finite in float32, so "all candidates violate" is still detectable."""
@@ -85,12 +88,20 @@ def _harmonic_unit(window: int, levels: int) -> tuple[float, float]:
     With weights lcm/d, sum_d (1/d) x_d = (sum_d (lcm/d) x_d) / lcm, and the numerator is an
     exact integer as long as it stays below 2**53; beyond that (windows of ~40+) fall back to
     plain 1/d weights.
+
+    The lcm and the harmonic sum only grow with d, so the loop stops as soon as the bound passes
+    2**52: lcm(1..w) itself has ~0.43 w digits, overflows a float from w ≈ 709 and would take
+    seconds (w = 10**5) or all memory (w = 10**9) to compute.
     """
-    unit = math.lcm(*range(1, window + 1)) if window > 0 else 1
-    bound = unit * max(levels, 1) * sum(1.0 / d for d in range(1, window + 1))
-    if bound < 2.0**52:
-        return float(unit), 1.0 / unit
-    return 1.0, 1.0
+    scale = max(levels, 1)
+    unit = 1
+    harmonic = 0.0
+    for d in range(1, window + 1):
+        unit = math.lcm(unit, d)
+        harmonic += 1.0 / d
+        if unit * scale * harmonic >= 2.0**52:
+            return 1.0, 1.0
+    return float(unit), 1.0 / unit
 
 
 def validate_constraints(c: GreedyConstraints, shape: tuple[int, int]) -> None:
@@ -208,34 +219,50 @@ class ConstraintState:
         self.flag_hist = [
             torch.zeros((b, t_len), dtype=torch.float64, device=dev) for _ in prep.spacing
         ]
-        self.spacing_weights: list[list[Tensor]] = []
+        # One table per set, [unit/W, …, unit/1] (oldest first) with W = min(window, T): step t
+        # uses its last min(window, t) entries, a view. O(W) memory, not O(T·W).
+        self.spacing_weights: list[Tensor] = []
         self.spacing_scale: list[float] = []
         for s in prep.spacing:
-            unit, scale = _harmonic_unit(s.window, 1)
+            unit, scale = _harmonic_unit(s.window, 1)  # the spec's window: same unit as ever
             self.spacing_scale.append(s.coefficient * scale)
-            per_t = []
-            for t in range(t_len):
-                m = min(s.window, t)
-                w = [unit / d for d in range(m, 0, -1)]  # oldest first
-                per_t.append(torch.tensor(w, dtype=torch.float64, device=dev))
-            self.spacing_weights.append(per_t)
+            reach = min(s.window, t_len)
+            w = [unit / d for d in range(reach, 0, -1)]  # oldest first
+            self.spacing_weights.append(torch.tensor(w, dtype=torch.float64, device=dev))
         # Semantic IDs: a ring of the last `window` picks' [lcp >= l*] * lcp (small integers),
         # combined with the same integer weights in float64, then scaled once.
+        # The ring holds W = min(window, T) picks: older ones are never read within T steps, and
+        # for t < T, t % W is the slot t % window would give. Weight rows are built by index
+        # arithmetic (row t puts unit/d at slot (t - d) % W for d = 1..min(W, t)): a full table
+        # for small T·W, one row per step beyond that, so memory stays O(T + W).
+        self.sid_reach = 0
         if prep.sid is not None and prep.sid.window > 0:
             sid = prep.sid
             levels = prep.sid_prefix.shape[1]
+            reach = min(sid.window, t_len)
+            self.sid_reach = reach
             unit, scale = _harmonic_unit(sid.window, levels)
             self.sid_scale = sid.coefficient * scale / levels
-            self.sid_ring = torch.zeros((b, sid.window, width), dtype=torch.float64, device=dev)
-            weights = torch.zeros((t_len, 1, sid.window), dtype=torch.float64, device=dev)
-            for t in range(t_len):
-                for d in range(1, min(sid.window, t) + 1):
-                    weights[t, 0, (t - d) % sid.window] = unit / d
-            self.sid_weights = weights
+            self.sid_ring = torch.zeros((b, reach, width), dtype=torch.float64, device=dev)
+            self.sid_unit = torch.tensor(
+                [unit / d for d in range(1, reach + 1)], dtype=torch.float64, device=dev
+            )
+            steps = torch.arange(t_len, device=dev) if t_len * reach <= _SID_TABLE_MAX else None
+            self.sid_weights = None if steps is None else self._sid_rows(steps)
         # Caps: counts per (request, category rank) over the trailing window.
         self.cap_counts = [torch.zeros((b, width), dtype=dtype, device=dev) for _ in prep.caps]
         self.cap_hist = [torch.zeros((b, t_len), dtype=torch.int64, device=dev) for _ in prep.caps]
         self.cap_inc = [torch.zeros((b, t_len), dtype=dtype, device=dev) for _ in prep.caps]
+
+    def _sid_rows(self, steps: Tensor) -> Tensor:
+        """Weight rows ``[len(steps), 1, W]`` of the semantic-ID ring for the given steps."""
+        reach = self.sid_reach
+        slots = torch.arange(reach, device=steps.device)
+        d = torch.remainder(steps[:, None] - slots[None, :], reach)
+        d = torch.where(d == 0, torch.full_like(d, reach), d)  # distance 1..W back
+        rows = self.sid_unit[d - 1]
+        rows = torch.where(d <= steps[:, None], rows, torch.zeros_like(rows))
+        return rows.unsqueeze(1)
 
     def penalties(self, t: int) -> list[Tensor]:
         """Penalty terms at step t, in ``names`` order, each ``[b, Np]`` (subtracted from score)."""
@@ -244,7 +271,8 @@ class ConstraintState:
         out: list[Tensor] = []
         prep = self.prep
         for k, flags in enumerate(self.flags):
-            w = self.spacing_weights[k][t]
+            table = self.spacing_weights[k]
+            w = table[table.numel() - min(self.prep.spacing[k].window, t) :]
             if w.numel() == 0:
                 out.append(torch.zeros_like(flags))
                 continue
@@ -256,7 +284,11 @@ class ConstraintState:
                 out.append(torch.zeros_like(prep.sid_prefix[:, 0], dtype=self.dtype))
             else:
                 b = self.sid_ring.shape[0]
-                w = self.sid_weights[t].expand(b, 1, -1)
+                if self.sid_weights is not None:
+                    row = self.sid_weights[t]
+                else:
+                    row = self._sid_rows(torch.tensor([t], device=self.sid_ring.device))[0]
+                w = row.expand(b, 1, -1)
                 num = torch.bmm(w, self.sid_ring).squeeze(1)
                 out.append((num * self.sid_scale).to(self.dtype))
         return out
@@ -291,7 +323,7 @@ class ConstraintState:
             eq = 1.0 - (prefix - picked).abs_().clamp_(max=1.0)
             lcp = eq.sum(1)
             keep = (lcp - (sid.min_prefix - 1)).clamp_(0, 1)
-            self.sid_ring[:, t % sid.window] = (lcp * keep).to(torch.float64)
+            self.sid_ring[:, t % self.sid_reach] = (lcp * keep).to(torch.float64)
         active = selector.last_active() if prep.caps else None
         for k, cap in enumerate(prep.caps):
             rj = prep.cap_ranks[k].gather(1, j)
