@@ -185,9 +185,16 @@ def fmt(
 ) -> None:
     """Canonical formatting, and conversion between YAML and the DSL."""
     from blendspec.emit import to_dsl, to_yaml
+    from blendspec.syntax import syntax_of
 
     if out is not None and (to is None or len(specs) != 1):
         _fail("-o/--output goes with --to and exactly one spec", EXIT_USAGE)
+    if out is not None and to is not None and syntax_of(out) not in (None, to.value):
+        # A .blend file holding YAML (or the reverse) fails every later command on it.
+        _fail(
+            f"-o {out} names a {syntax_of(out)} file, but --to {to.value} writes {to.value}",
+            EXIT_USAGE,
+        )
     failed = False
     for path in specs:
         try:
@@ -201,7 +208,7 @@ def fmt(
             if out is None:
                 sys.stdout.write(text)
             else:
-                write_atomic(out, text)
+                write_atomic(out.resolve(), text)  # through a symlink, not over it
             continue
         emitter = to_yaml if loaded.document.syntax == "yaml" else to_dsl
         text = emitter(loaded.spec, loaded.document)
@@ -218,7 +225,7 @@ def fmt(
             )
             sys.stderr.write("".join(diff))
         else:
-            write_atomic(path, text)
+            write_atomic(path.resolve(), text)  # a symlinked spec stays a symlink
             _stderr().print(f"reformatted {path}")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
