@@ -4,12 +4,14 @@ internal error. Diagnostics go to stderr; no user error ever shows a traceback."
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.markup import escape
@@ -17,6 +19,7 @@ from rich.markup import escape
 from blendspec.console import progress_bar, stderr_console, stdout_console
 from blendspec.diagnostics import SpecError, render_text, to_json
 from blendspec.loader import LoadedSpec, load_spec
+from blendspec.outputs import OutputError, check_writable, default_rejects_path, guard_paths
 
 app = typer.Typer(
     name="blend",
@@ -79,6 +82,54 @@ def _fail(message: str, code: int = EXIT_FAILED, help: str | None = None) -> NoR
     if help:
         console.print(f"  = help: {escape(help)}")
     raise typer.Exit(code)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+Labelled = Iterable[tuple[str, Path | None]]
+
+
+def writes_files(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Wrap a command that writes: an :class:`OutputError` (an output onto an input, a folder
+    where a file goes, a full disk or read-only folder met while writing) is the user's problem
+    — one line, exit 2 — wherever in the command it surfaces."""
+
+    @functools.wraps(command)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return command(*args, **kwargs)
+        except OutputError as error:
+            _fail(str(error), EXIT_USAGE)
+
+    return wrapper
+
+
+def guard_outputs(inputs: Labelled, outputs: Labelled, *, folders: Iterable[str] = ()) -> None:
+    """Before any work: refuse outputs that would destroy an input or another output, and
+    outputs that cannot be written at all (exit 2, one line). `folders` labels the outputs
+    that are folders (a shard set), not files."""
+    outputs = list(outputs)
+    folder_labels = set(folders)
+    try:
+        guard_paths(inputs, outputs)
+        for label, path in outputs:
+            if path is not None:
+                check_writable(label, path, folder=label in folder_labels)
+    except OutputError as error:
+        _fail(str(error), EXIT_USAGE)
+
+
+def policy_input(loaded: LoadedSpec) -> tuple[str, Path | None]:
+    """The policy file a spec names, as an input of the commands that serve it."""
+    from blendspec.lower import resolve_policy_file
+
+    policy = loaded.spec.policy
+    if policy is None or policy.file is None:
+        return ("the spec's policy file", None)
+    try:
+        return ("the spec's policy file", resolve_policy_file(policy.file, loaded.base_dir))
+    except (OSError, ValueError, RuntimeError):
+        return ("the spec's policy file", None)
 
 
 @app.command()
@@ -175,6 +226,7 @@ def _validate_dump(
 
 
 @app.command()
+@writes_files
 def fmt(
     specs: Annotated[list[Path], typer.Argument(help="Spec files to format in place.")],
     check: Annotated[bool, typer.Option(help="Only report files that are not canonical.")] = False,
@@ -195,6 +247,7 @@ def fmt(
             f"-o {out} names a {syntax_of(out)} file, but --to {to.value} writes {to.value}",
             EXIT_USAGE,
         )
+    guard_outputs([("spec", p) for p in specs], [("-o", out)])
     failed = False
     for path in specs:
         try:
@@ -273,6 +326,7 @@ class OnBadRequest(StrEnum):
 
 
 @app.command("run")
+@writes_files
 def run_command(
     spec: Annotated[Path, typer.Argument(help="Spec file.")],
     candidates: Annotated[
@@ -316,7 +370,18 @@ def run_command(
     from blendspec.policy import PolicyFileError
     from blendspec.run import BadRequestError, run, write_metrics
 
+    inputs = [("spec", spec), ("--candidates", candidates)]
+    outputs = [
+        ("--out", out),
+        ("--rejects" if rejects is not None else "the rejects file", rejects or
+         default_rejects_path(out)),
+        ("--metrics", metrics),
+        ("--report", report),
+    ]  # fmt: skip
+    guard_outputs(inputs, outputs)
     loaded = _load_or_exit(spec)
+    read = [*inputs, policy_input(loaded)]
+    guard_outputs(read, outputs)
     if threads is not None:
         torch.set_num_threads(threads)
     console = _stderr()
@@ -337,6 +402,7 @@ def run_command(
         except DumpError as error:
             _fail(str(error))
         console.print(f"no --candidates given: blending the bundled sample {candidates}")
+        guard_outputs([*read, ("the bundled sample", candidates)], outputs)
     with progress_bar(console) as bar:
         task = bar.add_task("blending", total=limit)
         try:
@@ -382,6 +448,7 @@ class DumpFormat(StrEnum):
 
 
 @app.command()
+@writes_files
 def simulate(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Dump file, or folder with --shard-rows.")
@@ -407,6 +474,13 @@ def simulate(
     epsilon: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="For --exploration epsilon.")
     ] = 0.1,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="With --shard-rows: write into a folder that holds other files too (only its "
+            "shard files are replaced), or over a file."
+        ),
+    ] = False,
 ) -> None:
     """Write a candidate dump from the simulator, or (with --exploration) request-level logs of
     blended slates whose weights a known behaviour policy drew, with propensities and outcomes."""
@@ -417,7 +491,9 @@ def simulate(
             _fail("--exploration needs --spec (the spec whose policy grid is explored)", EXIT_USAGE)
         from blendspec.explore import exploration_logs, write_logs
 
+        guard_outputs([("--spec", spec)], [("--out", out)])
         loaded = _load_or_exit(spec)
+        guard_outputs([("--spec", spec), policy_input(loaded)], [("--out", out)])
         if not loaded.spec.policy_weights:
             _fail(f"{spec} has no policy weights to explore", EXIT_FAILED)
         size_: int | tuple[int, int] = (
@@ -433,13 +509,14 @@ def simulate(
 
     if min_candidates is not None and min_candidates > candidates:
         _fail("--min-candidates is larger than --candidates", EXIT_USAGE)
+    guard_outputs([("--spec", spec)], [("--out", out)], folders=["--out"] * bool(shard_rows))
     world = World.default(seed=world_seed)
     size: int | tuple[int, int] = (
         candidates if min_candidates is None else (min_candidates, candidates)
     )
     info = write_dump(
         world, out, requests=requests, candidates=size, seed=seed,
-        format=format.value, shard_rows=shard_rows,
+        format=format.value, shard_rows=shard_rows, overwrite=overwrite,
     )  # fmt: skip
     _stdout().print(
         f"wrote {info.requests:,} requests, {info.rows:,} rows in {len(info.files)} "
@@ -480,6 +557,7 @@ class Method(StrEnum):
 
 
 @policy_app.command("train")
+@writes_files
 def policy_train(
     spec: Annotated[Path, typer.Option(help="Spec with a policy weight source.")],
     logs: Annotated[Path, typer.Option(help="Request-level logs (Parquet).")],
@@ -503,6 +581,9 @@ def policy_train(
     """
     from blendspec.policy import torchrun_rank, train_policy
 
+    # Not the spec's own policy file: training reads only the logs, and writing the file the
+    # spec serves is how a policy is retrained.
+    guard_outputs([("--spec", spec), ("--logs", logs)], [("--out", out)])
     loaded = _load_or_exit(spec)
     if not loaded.spec.policy_weights:
         _fail(f"{spec} has no policy weights to learn", EXIT_FAILED)
@@ -586,10 +667,11 @@ def _register_commands() -> None:
     from blendspec.export import export_command
     from blendspec.policy_report import report_command
 
-    policy_app.command("report")(report_command)
+    # diff and explain write nothing but stdout: no output path to guard.
+    policy_app.command("report")(writes_files(report_command))
     app.command("diff")(diff_command)
     app.command("explain")(explain_command)
-    app.command("export")(export_command)
+    app.command("export")(writes_files(export_command))
 
 
 _register_commands()
@@ -597,7 +679,7 @@ _register_commands()
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and a rename: never a half-written file."""
-    from blendspec.run import atomic_path
+    from blendspec.outputs import atomic_path
 
     with atomic_path(Path(path)) as temporary:
         temporary.write_text(text, encoding="utf-8", newline="")

@@ -325,9 +325,20 @@ def export_command(
     from rich.markup import escape
     from rich.table import Table
 
-    from blendspec.cli import EXIT_FAILED, EXIT_USAGE, _fail, _load_or_exit, _stderr, _stdout
+    from blendspec.cli import (
+        EXIT_FAILED,
+        EXIT_USAGE,
+        _fail,
+        _load_or_exit,
+        _stderr,
+        _stdout,
+        guard_outputs,
+        policy_input,
+    )
 
+    guard_outputs([("spec", spec)], [("--output", output)])
     loaded = _load_or_exit(spec)
+    guard_outputs([("spec", spec), policy_input(loaded)], [("--output", output)])
     with _stderr().status(f"exporting {escape(str(spec))} (tracing the graph) …"):
         try:
             result = export_spec(loaded, output)

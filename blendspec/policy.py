@@ -25,11 +25,13 @@ What lives here and why:
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import io
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ __all__ = [
     "apply_exploration",
     "load_policy",
     "log_data",
+    "policy_path_problem",
     "reward_values",
     "spec_hash",
     "state_inputs",
@@ -447,16 +450,10 @@ class LearnedPolicy:
         payload["metadata"] = json.dumps(self.metadata(), sort_keys=True)
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buffer.getvalue())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from blendspec.outputs import atomic_path
+
+        with atomic_path(path, mode=0o644) as temporary:
+            temporary.write_bytes(buffer.getvalue())
         return path
 
 
@@ -487,28 +484,34 @@ def load_policy(path: str | os.PathLike[str], spec: Spec | None = None) -> Learn
     """Load a policy file without executing code, and check it fits ``spec`` (when given).
 
     Only tensors and strings are accepted (``weights_only=True``); a pickle with objects fails
-    here, before anything of it runs. A grid or state-size mismatch is a :class:`PolicyFileError`
-    saying what the file expects and what the spec declares. A different spec hash alone is not
-    an error (a spec may change its diversity and keep its policy), it is recorded in ``info``.
+    here, before anything of it runs. The metadata is checked against a schema (keys, types,
+    ranges) and every tensor's shape against the network the metadata declares *before* that
+    network is built: a 1 KB file that declares ``hidden: [200000, 200000]`` must not make the
+    loader allocate 160 GB. Every problem is a one-line :class:`PolicyFileError` naming the file.
+    A grid or state-size mismatch says what the file expects and what the spec declares. A
+    different spec hash alone is not an error (a spec may change its diversity and keep its
+    policy), it is recorded in ``info``.
     """
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PolicyFileError(f"{path}: no such policy file") from None
-    except Exception as error:  # unpickling refused, truncated file, not a torch file
-        raise PolicyFileError(f"{path}: not a blendspec policy file ({error})") from None
+    shown = _shown(path)
+    payload = _read_payload(path, shown)
     if not isinstance(payload, dict) or not isinstance(payload.get("metadata"), str):
-        raise PolicyFileError(f"{path}: not a blendspec policy file (no metadata)")
+        raise PolicyFileError(f"{shown}: not a blendspec policy file (no metadata)")
     try:
         meta = json.loads(payload["metadata"])
-    except json.JSONDecodeError as error:
-        raise PolicyFileError(f"{path}: unreadable metadata ({error})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+        raise PolicyFileError(f"{shown}: unreadable metadata ({reason})") from None
+    if not isinstance(meta, dict):
+        raise PolicyFileError(f"{shown}: not a blendspec policy file (metadata is not an object)")
     if meta.get("format") != FILE_FORMAT or meta.get("version") != FILE_VERSION:
         raise PolicyFileError(
-            f"{path}: not a blendspec policy file of version {FILE_VERSION} "
-            f"(format {meta.get('format')!r}, version {meta.get('version')!r})"
+            f"{shown}: not a blendspec policy file of version {FILE_VERSION} "
+            f"(format {_short(meta.get('format'))}, version {_short(meta.get('version'))})"
         )
+    problem = _metadata_problem(meta)
+    if problem is not None:
+        raise PolicyFileError(f"{shown}: invalid policy metadata: {problem}")
     grid = ActionGrid(
         tuple(meta["weights"]), tuple(tuple(float(x) for x in v) for v in meta["grid"])
     )
@@ -518,23 +521,252 @@ def load_policy(path: str | os.PathLike[str], spec: Spec | None = None) -> Learn
         _check_against(path, grid, state, spec)
         current = spec_hash(spec)
         info["spec_hash_matches"] = current == meta.get("spec_hash")
-    net = PolicyNet(sum(s for _, s in state), grid.shape, tuple(meta["hidden"]), meta["heads"])
+    state_size = sum(s for _, s in state)
+    hidden = tuple(int(h) for h in meta["hidden"])
     params = {k[len("param.") :]: v for k, v in payload.items() if k.startswith("param.")}
+    problem = _tensors_problem(params, state_size, grid.shape, hidden, meta["heads"])
+    if problem is not None:
+        raise PolicyFileError(f"{shown}: tensors do not match the metadata ({problem})")
+    net = PolicyNet(state_size, grid.shape, hidden, meta["heads"])
     try:
         net.load_state_dict(params)
     except RuntimeError as error:
-        raise PolicyFileError(f"{path}: tensors do not match the metadata ({error})") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PolicyFileError(f"{shown}: tensors do not match the metadata ({first})") from None
     net.eval()
     return LearnedPolicy(
         net,
         grid,
         state,
         meta["kind"],
-        tuple(meta["hidden"]),
+        hidden,
         meta.get("spec_hash", ""),
         meta.get("reward"),
         info,
     )
+
+
+def policy_path_problem(file: str, base_dir: Path) -> tuple[str, str] | None:
+    """Why the policy file a spec names (relative to the spec's folder) cannot be opened, as a
+    diagnostic's message and help, or None. A symlink loop, a NUL byte or a name longer than the
+    file system allows is the spec's problem, said in one line — never an internal error."""
+    from blendspec.outputs import display_path
+
+    shown = display_path(file, 100)
+    if "\0" in file:
+        return (
+            f"policy file name `{shown}` holds a NUL byte",
+            "a file name cannot hold one; name the policy file `blend policy train` wrote",
+        )
+    candidate = base_dir / Path(file)
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop (Python 3.11)
+        resolved = Path(os.path.abspath(candidate))
+    try:
+        st = os.stat(resolved)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return (
+                f"policy file `{shown}` does not exist",
+                f"looked for {display_path(resolved)}; train one with `blend policy train`, or "
+                "remove `file` to serve the fallback weights",
+            )
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return (
+            f"policy file `{shown}` cannot be read: {reason}",
+            f"looked for {display_path(resolved)}",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        return (
+            f"policy file `{shown}` is not a file",
+            f"{display_path(resolved)} is a folder or a device; name the file itself",
+        )
+    return None
+
+
+# Bounds of the metadata schema: far above any policy a spec's grid and state can need, far below
+# what would exhaust memory. Tensors are checked against the declared shapes anyway.
+_MAX_LAYERS = 16
+_MAX_WIDTH = 1 << 16
+_MAX_WEIGHTS = 64
+_MAX_LEVELS = 10_000
+_MAX_ACTIONS = 10_000_000
+_MAX_STATE = 256
+_MAX_STATE_SIZE = 1 << 20
+
+
+def _shown(path: Path) -> str:
+    """The file's name for a one-line message (a 5000-character name is shortened)."""
+    from blendspec.outputs import display_path
+
+    return display_path(path)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_payload(path: Path, shown: str) -> Any:
+    """``torch.load(weights_only=True)``, with every way it can fail as a PolicyFileError. torch's
+    advice to retry with ``weights_only=False`` is not passed on: that would run the file's code."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4 ..."
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PolicyFileError(f"{shown}: no such policy file") from None
+    except OSError as error:  # a symlink loop, a folder, a name too long, no permission
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise PolicyFileError(f"{shown}: cannot read the policy file ({reason})") from None
+    except ValueError as error:  # an embedded NUL byte
+        if "null" in str(error):
+            raise PolicyFileError(f"{shown}: invalid file name (it holds a NUL byte)") from None
+        raise PolicyFileError(f"{shown}: not a blendspec policy file ({_first(error)})") from None
+    except pickle.UnpicklingError as error:
+        raise PolicyFileError(
+            f"{shown}: not a blendspec policy file: it holds Python objects, and a policy file "
+            f"holds only tensors and strings ({_unpickler_detail(error)}); it was not loaded"
+        ) from None
+    except Exception as error:  # truncated file, not a torch file
+        raise PolicyFileError(f"{shown}: not a blendspec policy file ({_first(error)})") from None
+
+
+def _first(error: BaseException) -> str:
+    """The first sentence of an error's message, without torch's advice to unsafe-load."""
+    text = " ".join(str(error).split())
+    text = text.split(". ")[0].rstrip(".")
+    if "weights_only" in text:
+        return "refused by the safe loader"
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return text or type(error).__name__
+
+
+def _unpickler_detail(error: BaseException) -> str:
+    """What torch's safe unpickler refused (e.g. ``Unsupported global: GLOBAL os.system``), with
+    the surrounding advice (retry with ``weights_only=False``, file an issue) left out."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1]
+        for line in rest.splitlines():
+            line = line.strip()
+            if line and "weights_only" not in line:
+                return line if len(line) <= 120 else line[:117] + "..."
+    return "refused by the safe loader"
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _metadata_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a policy file's metadata, or None: required keys, types and ranges."""
+    required = ("kind", "heads", "hidden", "weights", "grid", "state")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        return f"missing key{'s' * (len(missing) > 1)} {', '.join(f'`{k}`' for k in missing)}"
+    if meta["kind"] not in ("policy_gradient", "value"):
+        return f"`kind` must be 'policy_gradient' or 'value', not {_short(meta['kind'])}"
+    if meta["heads"] not in ("joint", "factorised"):
+        return f"`heads` must be 'joint' or 'factorised', not {_short(meta['heads'])}"
+    hidden = meta["hidden"]
+    if (
+        not isinstance(hidden, list)
+        or len(hidden) > _MAX_LAYERS
+        or not all(_is_int(h, 1, _MAX_WIDTH) for h in hidden)
+    ):
+        return (
+            f"`hidden` must be a list of at most {_MAX_LAYERS} layer widths in 1..{_MAX_WIDTH}, "
+            f"not {_short(hidden)}"
+        )
+    weights, grid = meta["weights"], meta["grid"]
+    if (
+        not isinstance(weights, list)
+        or not 1 <= len(weights) <= _MAX_WEIGHTS
+        or not all(isinstance(w, str) and w for w in weights)
+        or len(set(weights)) != len(weights)
+    ):
+        return f"`weights` must be a list of 1 to {_MAX_WEIGHTS} distinct names"
+    if not isinstance(grid, list) or len(grid) != len(weights):
+        return "`grid` must hold one list of levels per weight"
+    actions = 1
+    for name, levels in zip(weights, grid, strict=True):
+        if (
+            not isinstance(levels, list)
+            or not 1 <= len(levels) <= _MAX_LEVELS
+            or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                for x in levels
+            )
+        ):
+            return f"`grid` of `{_short(name)[1:-1]}` must be 1 to {_MAX_LEVELS} finite numbers"
+        actions *= len(levels)
+    if actions > _MAX_ACTIONS:
+        return f"the grid has {actions:,} actions (at most {_MAX_ACTIONS:,})"
+    state = meta["state"]
+    if (
+        not isinstance(state, list)
+        or not 1 <= len(state) <= _MAX_STATE
+        or not all(
+            isinstance(s, dict)
+            and isinstance(s.get("name"), str)
+            and _is_int(s.get("size"), 1, _MAX_STATE_SIZE)
+            for s in state
+        )
+    ):
+        return (
+            f"`state` must be a list of 1 to {_MAX_STATE} {{name, size}} entries with sizes in "
+            f"1..{_MAX_STATE_SIZE}"
+        )
+    if sum(s["size"] for s in state) > _MAX_STATE_SIZE:
+        return f"the state has more than {_MAX_STATE_SIZE:,} features"
+    if not isinstance(meta.get("spec_hash", ""), str):
+        return "`spec_hash` must be a string"
+    if not isinstance(meta.get("reward"), str | None):
+        return "`reward` must be a string or null"
+    if not isinstance(meta.get("info") or {}, dict):
+        return "`info` must be an object"
+    return None
+
+
+def _tensors_problem(
+    params: Mapping[str, Any],
+    state_size: int,
+    grid_shape: Sequence[int],
+    hidden: Sequence[int],
+    heads: str,
+) -> str | None:
+    """Whether the file's tensors are exactly the network the metadata declares (names, shapes,
+    floating dtype), checked before the network is built."""
+    expected: dict[str, tuple[int, ...]] = {}
+    width = state_size
+    for i, h in enumerate(hidden):
+        expected[f"body.{2 * i}.weight"] = (h, width)
+        expected[f"body.{2 * i}.bias"] = (h,)
+        width = h
+    outputs = sum(grid_shape) if heads == "factorised" else math.prod(grid_shape)
+    expected["out.weight"] = (outputs, width)
+    expected["out.bias"] = (outputs,)
+    expected["mean"] = (state_size,)
+    expected["std"] = (state_size,)
+    missing = sorted(set(expected) - set(params))
+    if missing:
+        return f"missing tensor `{_short(missing[0])[1:-1]}`"
+    extra = sorted(set(params) - set(expected))
+    if extra:
+        return f"unexpected tensor `{_short(extra[0])[1:-1]}`"
+    for name, shape in expected.items():
+        tensor = params[name]
+        if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+            return f"`{name}` is not a floating-point tensor"
+        if tuple(tensor.shape) != shape:
+            return f"`{name}` has shape {list(tensor.shape)}, the metadata declares {list(shape)}"
+    return None
 
 
 def _check_against(

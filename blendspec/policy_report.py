@@ -590,7 +590,16 @@ def report_command(
 
     import pyarrow.parquet as pq
 
-    from blendspec.cli import EXIT_FAILED, EXIT_USAGE, _fail, _load_or_exit, _stdout, write_atomic
+    from blendspec.cli import (
+        EXIT_FAILED,
+        EXIT_USAGE,
+        _fail,
+        _load_or_exit,
+        _stdout,
+        guard_outputs,
+        policy_input,
+        write_atomic,
+    )
 
     method = method or ["pg"]
     if output not in ("text", "json"):
@@ -600,7 +609,10 @@ def report_command(
         _fail(f"unknown --method {bad[0]!r}; use pg, value or model", EXIT_USAGE)
     if not simulate and held_out is None:
         _fail("pass --held-out LOGS (off-policy judging) or --simulate N (on-policy)", EXIT_USAGE)
+    read = [("--spec", spec), ("--logs", logs), ("--held-out", held_out)]
+    guard_outputs(read, [("--html", html_out)])
     loaded = _load_or_exit(spec)
+    guard_outputs([*read, policy_input(loaded)], [("--html", html_out)])
     if not loaded.spec.policy_weights or loaded.spec.policy is None:
         _fail(f"{spec} has no policy weights to learn", EXIT_FAILED)
     if not loaded.spec.rewards:

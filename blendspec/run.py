@@ -8,11 +8,8 @@ to a temporary name beside the target and renamed only when the run completes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +26,7 @@ from blendspec.forms import split_similarity
 from blendspec.loader import LoadedSpec
 from blendspec.lower import REQUEST_SEED_KEY, PolicyRuntime, module_for, request_seeds
 from blendspec.model import Dpp, Mmr, Spec, Ssd
+from blendspec.outputs import atomic_path, default_rejects_path
 
 BadRequestPolicy = Literal["error", "skip"]
 
@@ -76,32 +74,6 @@ class RunSummary:
         if self.policy_fallbacks is not None:
             data["policy_fallbacks"] = self.policy_fallbacks
         return data
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path beside `target`, renamed onto it only if the block completes."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    os.close(handle)
-    os.chmod(temporary, _default_mode(target))
-    try:
-        yield Path(temporary)
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
-def _default_mode(target: Path) -> int:
-    """Keep an existing file's mode; a new file gets what the umask allows (mkstemp says 0600)."""
-    if target.exists():
-        return target.stat().st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _slate_schema(weight_names: tuple[str, ...], policy: bool = False) -> pa.Schema:
@@ -376,7 +348,7 @@ def run(
         raise ValueError("--report is only supported by the local engine")
     with ops.kernels(kernels):
         started = time.perf_counter()
-        rejects_path = rejects or out.with_name(out.stem + ".rejects.parquet")
+        rejects_path = rejects or default_rejects_path(out)
         runner = Runner(loaded)
         collector = None
         with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:

@@ -56,10 +56,11 @@ chunking, or on the order of generation.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ __all__ = [
     "DEFAULT_SEGMENTS",
     "DUMP_COLUMNS",
     "OUTCOMES",
+    "SHARD_MANIFEST",
     "DumpInfo",
     "Request",
     "ResponseConfig",
@@ -1128,27 +1130,111 @@ class _JsonlSink:
         self._fh.close()
 
 
+SHARD_MANIFEST = "_blendspec_shards.json"
+"""The file that marks a folder as a shard set blendspec wrote, listing its shards. Dump readers
+skip it (not .parquet/.jsonl; pyarrow skips `_` names); a later write may replace exactly the
+files it lists, and nothing else."""
+_SHARD_NAME = re.compile(r"part-\d{5}\.(parquet|jsonl)")
+
+
 def _atomic_target(path: Path, is_dir: bool) -> Path:
-    """A fresh temp file or directory next to ``path`` (same filesystem, so rename is atomic)."""
+    """A fresh temp file or directory next to ``path`` (same filesystem, so rename is atomic),
+    named so that the next write to ``path`` recognises and removes it if this process dies."""
+    from blendspec.outputs import remove_stale_temporaries, temporary_name
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     umask = os.umask(0)
     os.umask(umask)
+    tmp = path.parent / temporary_name(path)
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.mkdir(mode=0o700)
         tmp.chmod(0o777 & ~umask)
         return tmp
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     os.close(fd)
-    # mkstemp makes the file private; a published dump gets the usual permissions.
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
+    # A private temporary; a published dump gets the usual permissions.
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    """Move a finished temp file or directory into place; readers never see a partial dump."""
-    if tmp.is_dir():
+def _shard_set_files(folder: Path) -> set[str] | None:
+    """The names a previous blendspec shard set in ``folder`` consists of (its manifest's list,
+    else — for shard sets written before manifests — shard-named files), or None when the folder
+    holds anything else: then it is not ours to replace."""
+    names = set(os.listdir(folder))
+    listed: set[str] = set()
+    if SHARD_MANIFEST in names:
+        try:
+            manifest = json.loads((folder / SHARD_MANIFEST).read_text(encoding="utf-8"))
+            listed = {str(f) for f in manifest["files"] if "/" not in str(f)} | {SHARD_MANIFEST}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    ours = {n for n in names if n in listed or _SHARD_NAME.fullmatch(n)}
+    return ours if ours == names else None
+
+
+def _prepare_shard_folder(path: Path, overwrite: bool) -> Literal["swap", "merge"]:
+    """How a shard set may be published at ``path`` without deleting what blendspec did not
+    write: ``swap`` replaces the whole folder (it is absent, empty, or a previous shard set);
+    ``merge`` (only with ``overwrite``) replaces just the shard files of a folder that holds
+    other things too. Otherwise an :class:`~blendspec.outputs.OutputError`."""
+    from blendspec.outputs import OutputError, display_path
+
+    if not path.exists() and not path.is_symlink():
+        return "swap"
+    if not path.is_dir():
+        if overwrite:
+            return "swap"
+        raise OutputError(
+            f"{display_path(path)} is a file and --shard-rows writes a folder; refusing to "
+            "replace it (pass --overwrite to replace it)"
+        )
+    if _shard_set_files(path) is not None:
+        return "swap"
+    if overwrite:
+        return "merge"
+    others = sorted(set(os.listdir(path)) - {SHARD_MANIFEST})
+    example = next((n for n in others if not _SHARD_NAME.fullmatch(n)), others[0])
+    raise OutputError(
+        f"{display_path(path)} is a folder that holds files blendspec did not write (such as "
+        f"`{display_path(example, 60)}`); refusing to write shards into it (pass --overwrite "
+        "to replace only its shard files)"
+    )
+
+
+def _write_manifest(folder: Path, files: Sequence[str], requests: int, rows: int) -> None:
+    manifest = {
+        "format": "blendspec.shards",
+        "version": 1,
+        "files": list(files),
+        "requests": requests,
+        "rows": rows,
+    }
+    (folder / SHARD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _publish(tmp: Path, path: Path, how: Literal["swap", "merge"] = "swap") -> None:
+    """Move a finished temp file or directory into place; readers never see a partial dump
+    (except with ``merge``, which moves shard files one by one into a folder it must keep)."""
+    from blendspec.outputs import OutputError, display_path, temporary_name
+
+    if tmp.is_dir() and how == "merge":
+        stale = _SHARD_NAME.fullmatch
+        listed: set[str] = set()
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            manifest = json.loads((path / SHARD_MANIFEST).read_text(encoding="utf-8"))
+            listed = {str(f) for f in manifest["files"] if "/" not in str(f)}
+        for name in os.listdir(path):
+            if (name in listed or stale(name)) and (path / name).is_file():
+                (path / name).unlink()
+        for entry in sorted(os.listdir(tmp)):
+            os.replace(tmp / entry, path / entry)
+        tmp.rmdir()
+    elif tmp.is_dir():
         if path.exists() or path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = path.parent / temporary_name(path, ".old")
+            old.mkdir(mode=0o700)
             os.replace(path, old / "x")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -1156,7 +1242,7 @@ def _publish(tmp: Path, path: Path) -> None:
             os.replace(tmp, path)
     else:
         if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory; refusing to replace it with a file")
+            raise OutputError(f"cannot write {display_path(path)}: {os.strerror(errno.EISDIR)}")
         os.replace(tmp, path)
 
 
@@ -1199,6 +1285,7 @@ def write_dump(
     chunk_rows: int = 8192,
     start: int = 0,
     segments: Sequence[int] | None = None,
+    overwrite: bool = False,
 ) -> DumpInfo:
     """Write a candidate dump of ``requests`` requests of stream ``seed`` to ``path``.
 
@@ -1210,6 +1297,12 @@ def write_dump(
     than that gets a shard of its own). The output appears atomically: everything is written
     under a temporary name next to ``path`` and renamed at the end; an existing dump at ``path``
     is replaced, and a failed write leaves the old one untouched.
+
+    A shard folder gets a manifest (:data:`SHARD_MANIFEST`) listing its shards, so that nothing
+    blendspec did not write is ever deleted: an existing folder is replaced only when it is
+    empty or a previous shard set. A folder holding anything else (or a file where the folder
+    goes) is an :class:`~blendspec.outputs.OutputError` unless ``overwrite``; then only its shard
+    files (and those its manifest lists) are replaced, and the other files stay.
 
     Sizes: a row of the default world is about 3.3 KB in Parquet (embeddings are incompressible
     floats), so 1,000 requests of 500 candidates take about 1.7 GB. JSON Lines is for
@@ -1224,6 +1317,7 @@ def write_dump(
     path = Path(path)
     ext = ".parquet" if format == "parquet" else ".jsonl"
     sharded = shard_rows is not None
+    how = _prepare_shard_folder(path, overwrite) if sharded else "swap"
     tmp = _atomic_target(path, sharded)
     files: list[Path] = []
     n_requests = n_rows = 0
@@ -1254,8 +1348,10 @@ def write_dump(
             sink = open_sink(target)
         sink.close()
         sink = None
-        _publish(tmp, path)
-    except BaseException:
+        if sharded:
+            _write_manifest(tmp, [f.name for f in files], n_requests, n_rows)
+        _publish(tmp, path, how)
+    except BaseException as error:
         if sink is not None:
             # The original error matters more than a failure to close.
             with contextlib.suppress(Exception):
@@ -1264,6 +1360,12 @@ def write_dump(
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            from blendspec.outputs import as_output_error
+
+            converted = as_output_error(error, path, tmp)
+            if converted is not None:  # a full disk or a read-only folder: the user's to fix
+                raise converted from None
         raise
     final = tuple(path / f.name for f in files) if sharded else (path,)
     return DumpInfo(path=path, files=final, requests=n_requests, rows=n_rows)

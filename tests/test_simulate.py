@@ -18,6 +18,7 @@ import pytest
 from blendspec.simulate import (
     DUMP_COLUMNS,
     OUTCOMES,
+    SHARD_MANIFEST,
     Request,
     World,
     WorldConfig,
@@ -228,7 +229,9 @@ def test_shards_hold_whole_requests(small: World, tmp_path: Path, fmt: str) -> N
     kw = {"requests": 9, "candidates": (10, 70), "seed": 3, "format": fmt}
     whole = write_dump(small, tmp_path / ("one." + fmt), **kw)
     info = write_dump(small, tmp_path / "shards", shard_rows=100, **kw)
-    files = sorted((tmp_path / "shards").iterdir())
+    # The shards, and the manifest that marks the folder as a blendspec shard set (issue 18).
+    files = sorted(p for p in (tmp_path / "shards").iterdir() if p.name != SHARD_MANIFEST)
+    assert (tmp_path / "shards" / SHARD_MANIFEST).is_file()
     assert files == list(info.files) and len(files) > 2
     assert all(f.name.startswith("part-") and f.suffix == "." + fmt for f in files)
     seen: list[str] = []

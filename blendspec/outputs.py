@@ -1,0 +1,330 @@
+"""Where `blend` writes: the output-path guard and the one atomic writer (DESIGN §4, §8).
+
+Why one module: every command that writes must (1) refuse an output path that is one of its
+inputs or another of its outputs — a slates file written over the dump it reads destroys the
+dump; (2) report the environment's refusals (a directory where a file goes, a read-only folder,
+a full disk) as the user's error, one line with the path and the OS reason, not as a bug; and
+(3) never leave a half-written file. Doing that in each command separately is how the holes
+appeared, so each command names its inputs and outputs once and calls :func:`guard_paths`, and
+every file is written through :func:`atomic_path`.
+
+Temporary files are named ``.<target>.bs<pid>@<host>.<random>.tmp`` so that a later write to
+the same target recognises the leftovers of a killed run (same host, process gone) and removes
+them — and only them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "OutputError",
+    "as_output_error",
+    "atomic_path",
+    "check_writable",
+    "default_rejects_path",
+    "display_path",
+    "guard_paths",
+    "remove_stale_temporaries",
+    "temporary_name",
+]
+
+
+class OutputError(Exception):
+    """An output cannot be written where it was asked to go (a usage error: exit 2).
+
+    The message is one line naming the path(s) and the reason."""
+
+
+# Errors that only a write raises (a full disk, a quota, a file size limit), caught from inside a
+# write where the error carries no file name (pyarrow's OSError(28, 'Error writing bytes ...')).
+# Permission errors are not among them: the temporary exists and is ours by then, and pyarrow's
+# permission error on *reading* an input carries no file name either.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NAME_LIMIT = 100  # characters of the target's name kept in a temporary's name (NAME_MAX is 255)
+
+
+def display_path(path: str | os.PathLike[str], limit: int = 160) -> str:
+    """A path for a one-line message: an absurdly long one is shortened, and says how long."""
+    text = os.fspath(path)
+    text = text.replace("\0", "\\0")
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 40]}…{text[-30:]} ({len(text):,} characters)"
+
+
+def _reason(error: OSError) -> str:
+    if error.errno is not None:
+        return os.strerror(error.errno)
+    return str(error.strerror or error)
+
+
+def default_rejects_path(out: Path) -> Path:
+    """Where `blend run` writes rejects when --rejects is not given: beside the slates."""
+    return out.with_name(out.stem + ".rejects.parquet")
+
+
+# --------------------------------------------------------------------------------------------
+# The guard: no output onto an input or onto another output
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    label: str
+    given: Path
+    real: Path
+    inode: tuple[int, int] | None
+    is_dir: bool
+
+
+def _resolve(label: str, path: Path) -> _Resolved:
+    """Symlinks and `..` resolved (what the file system will open), plus the inode when the
+    path exists, so that a hard link to an input is recognised too."""
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        real = Path(os.path.abspath(path))
+    try:
+        st = os.stat(path)
+        inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        is_dir = os.path.isdir(path)
+    except (OSError, ValueError):
+        inode, is_dir = None, False
+    return _Resolved(label, Path(path), real, inode, is_dir)
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner != outer and inner.is_relative_to(outer)
+
+
+def _ancestors_inodes(path: Path) -> set[tuple[int, int]]:
+    """The inodes of every existing folder above `path` (a folder reached by another name)."""
+    found: set[tuple[int, int]] = set()
+    for parent in path.parents:
+        try:
+            st = os.stat(parent)
+        except (OSError, ValueError):
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _clash(a: _Resolved, b: _Resolved) -> str | None:
+    """How output `a` would destroy `b` (an input, or an earlier output), or None."""
+    if a.real == b.real or (a.inode is not None and a.inode == b.inode):
+        return "the same file as" if not b.is_dir else "the same folder as"
+    if _inside(a.real, b.real) or (b.is_dir and b.inode in _ancestors_inodes(a.real)):
+        return "inside"
+    if _inside(b.real, a.real) or (a.is_dir and a.inode in _ancestors_inodes(b.real)):
+        return "a folder holding"
+    return None
+
+
+def guard_paths(
+    inputs: Iterable[tuple[str, Path | None]], outputs: Iterable[tuple[str, Path | None]]
+) -> None:
+    """Refuse (:class:`OutputError`) an output that resolves to an input or to another output,
+    or lies inside an input folder (or holds an input): writing it would destroy that input, or
+    one output would silently replace another.
+
+    ``inputs`` and ``outputs`` are ``(label, path)`` pairs; the label is how the user named the
+    path (``--candidates``, ``spec``, ``--out``); ``None`` paths are skipped. Call it before any
+    work, so that nothing is read or computed for a run that cannot be written.
+    """
+    ins = [_resolve(label, Path(p)) for label, p in inputs if p is not None]
+    outs = [_resolve(label, Path(p)) for label, p in outputs if p is not None]
+    for i, out in enumerate(outs):
+        for other in ins:
+            how = _clash(out, other)
+            if how is not None:
+                raise OutputError(
+                    f"{out.label} {display_path(out.given)} is {how} {other.label} "
+                    f"{display_path(other.given)}: refusing to overwrite an input"
+                )
+        for other in outs[:i]:
+            how = _clash(out, other)
+            if how is not None:
+                raise OutputError(
+                    f"{out.label} {display_path(out.given)} is {how} {other.label} "
+                    f"{display_path(other.given)}: one output would replace the other"
+                )
+
+
+def check_writable(label: str, path: Path, *, folder: bool = False) -> None:
+    """Fail now, before any work, if `path` cannot be written: a folder where a file goes (or
+    a file where a folder goes), a read-only or missing-permission folder, a parent that is a
+    file. Creates the parent folders (as the write would) and probes them with a temporary file
+    of the recognisable name, removed at once."""
+    path = Path(path)
+    try:
+        if not folder and path.is_dir():
+            raise OutputError(
+                f"cannot write {label} {display_path(path)}: {os.strerror(errno.EISDIR)}"
+            )
+    except ValueError:  # embedded NUL byte
+        raise OutputError(f"cannot write {label} {display_path(path)}: invalid path") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / temporary_name(path, ".probe")
+        descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(f"cannot write {label} {display_path(path)}: {_reason(error)}") from None
+    except ValueError:
+        raise OutputError(f"cannot write {label} {display_path(path)}: invalid path") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Temporary names and stale leftovers
+# --------------------------------------------------------------------------------------------
+
+
+def _host_tag() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+def temporary_name(target: Path, suffix: str = ".tmp") -> str:
+    """``.<name>.bs<pid>@<host>.<random><suffix>``: recognisable as ours, with the owner's pid."""
+    token = secrets.token_hex(4)
+    return f".{Path(target).name[:_NAME_LIMIT]}.bs{os.getpid()}@{_host_tag()}.{token}{suffix}"
+
+
+def _stale_pattern(target: Path) -> re.Pattern[str]:
+    name = re.escape(Path(target).name[:_NAME_LIMIT])
+    return re.compile(
+        rf"\.{name}\.bs(?P<pid>\d+)@(?P<host>[0-9a-f]{{8}})\.[0-9a-f]{{8}}\.(tmp|old|probe)"
+    )
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or an unreadable pid): leave its files alone
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporaries a killed blendspec run left beside `target`: only names of our
+    exact pattern, made on this host by a process that no longer exists. Returns them."""
+    target = Path(target)
+    pattern = _stale_pattern(target)
+    host = _host_tag()
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# The atomic writer
+# --------------------------------------------------------------------------------------------
+
+
+def _default_mode(target: Path) -> int:
+    """Keep an existing file's mode; a new file gets what the umask allows (mkstemp says 0600)."""
+    if target.exists():
+        return target.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _write_error(error: OSError, names: Sequence[Path]) -> bool:
+    """Whether an OSError raised while writing a temporary is the write failing (full disk,
+    read-only, quota) rather than, say, an input that could not be read. `names` are the
+    temporary and the target; a file inside one of them (a shard of a temporary folder) counts."""
+    if error.filename is not None:
+        failed = os.fspath(error.filename)
+        return any(
+            failed == os.fspath(n) or failed.startswith(os.fspath(n) + os.sep) for n in names
+        )
+    return error.errno in _WRITE_ERRNOS
+
+
+def as_output_error(error: OSError, target: Path, *names: Path) -> OutputError | None:
+    """The :class:`OutputError` to raise for an OSError met while writing `target` (through the
+    temporaries `names`), or None when the error is not the write's (re-raise it as it is)."""
+    if not _write_error(error, (Path(target), *names)):
+        return None
+    return OutputError(f"cannot write {display_path(target)}: {_reason(error)}")
+
+
+@contextmanager
+def atomic_path(target: Path, *, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside `target`, renamed onto it only if the block completes.
+
+    Stale temporaries of killed runs beside `target` are removed first. An OSError of the write
+    itself (full disk, read-only folder, a folder where the file goes) becomes an
+    :class:`OutputError` naming `target` and the OS reason; the temporary never survives.
+    """
+    target = Path(target)
+    temporary: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        temporary = target.parent / temporary_name(target)
+        descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(descriptor)
+        os.chmod(temporary, _default_mode(target) if mode is None else mode)
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {display_path(target)}: {_reason(error)}") from None
+    _open_targets.stack.append(target)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except OSError as error:
+        # A write error without a file name (pyarrow's) cannot say which of several nested
+        # outputs failed: the outermost one (the command's main output) reports it.
+        if error.filename is None and _open_targets.stack[0] is not target:
+            raise
+        converted = as_output_error(error, target, temporary)
+        if converted is None:
+            raise
+        raise converted from None
+    finally:
+        _open_targets.stack.pop()
+        temporary.unlink(missing_ok=True)
+
+
+class _OpenTargets(threading.local):
+    """The targets of this thread's atomic writes in progress, outermost first."""
+
+    def __init__(self) -> None:
+        self.stack: list[Path] = []
+
+
+_open_targets = _OpenTargets()
