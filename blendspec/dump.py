@@ -2,16 +2,33 @@
 
 A dump is Parquet (a file or a directory of shards) or JSON Lines, one row per candidate, rows of a
 request contiguous. Reading never holds more than one batch of requests (plus the request that
-straddles two Arrow chunks). A problem with the whole dump (a missing or mistyped column) is a
-`DumpError`; a problem with one request (NaN score, wrong embedding size, rows not contiguous,
-duplicate candidate ids…) is a `BadRequest` naming the request, row and column, which the caller
-either raises or writes to the rejects file — never dropped silently.
+straddles two Arrow chunks), and the ids of the requests read so far. A problem with the whole dump
+is a `DumpError` that names the file and, where it has one, the column, row (Parquet, counted from 0
+within the file) or line (JSON Lines, counted from 1): a missing, mistyped or duplicated column, a
+column whose type differs between files (or JSON blocks), an id that is not UTF-8, a damaged page
+(Parquet page checksums are verified where the writer stored them), a line that is not JSON.
+
+A problem with one request is a `BadRequest`. Every check looks at every request of a batch: a row
+that cannot be laid out as a matrix (a missing or short list) is left out of the later checks of
+its column, never the rest of the batch, so one request's problem cannot hide another's. A request
+with several problems is one `BadRequest` (the first problem in check order, the others in
+``also``), which the caller either raises or writes to the rejects file — never dropped silently.
+`BadRequest.row` and the rows in its reasons count from 0 over the whole dump.
+
+Rows of a request must be contiguous. A request id that comes back after another request is found
+where it comes back (:meth:`DumpReader.requests` remembers the first row of every id), and its
+earlier rows may already be blended by then. So a caller that skips bad requests starts over: it
+asks :meth:`DumpReader.scattered_runs` for every scattered request (a scan of the `request_id`
+column alone) and reads the dump again with ``DumpReader(..., scattered=runs)``, which rejects each
+scattered request whole, once, at its first row, with all of its runs in the reason, and drops its
+later runs (see `blendspec.run.blend_source`).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +45,11 @@ from blendspec.model import Input, Spec
 REQUEST_ID = "request_id"
 CANDIDATE_ID = "candidate_id"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+JSON_BLOCK_BYTES = 1 << 20
+"""pyarrow's JSON block (its default); a block grows to hold the longest line of a chunk."""
+
+Runs = tuple[tuple[int, int], ...]
+"""A scattered request's runs of rows: (first row, number of rows) each, in dump order."""
 
 
 class DumpError(Exception):
@@ -36,17 +58,38 @@ class DumpError(Exception):
 
 @dataclass(frozen=True)
 class BadRequest:
-    """One request that cannot be blended, and the first reason found."""
+    """One request that cannot be blended: its first problem in check order, and the others."""
 
     request_id: str
     row: int
     column: str | None
     reason: str
     check: str = "request"
+    also: tuple[BadRequest, ...] = ()
 
     def __str__(self) -> str:
         where = f", column `{self.column}`" if self.column else ""
-        return f"request `{self.request_id}` (row {self.row}{where}): {self.reason}"
+        return f"request `{self.request_id}` (row {self.row}{where}): {self.reasons}"
+
+    @property
+    def reasons(self) -> str:
+        """Every reason, the further ones with their own row and column (the rejects' `reason`)."""
+        more = [
+            f"row {p.row}{f', column `{p.column}`' if p.column else ''}: {p.reason}"
+            for p in self.also
+        ]
+        return "; ".join([self.reason, *more])
+
+    @property
+    def checks(self) -> tuple[str, ...]:
+        return (self.check, *(p.check for p in self.also))
+
+    @classmethod
+    def merged(cls, problems: list[BadRequest]) -> BadRequest:
+        first, *rest = problems
+        return cls(
+            first.request_id, first.row, first.column, first.reason, first.check, tuple(rest)
+        )
 
 
 @dataclass
@@ -77,98 +120,351 @@ def dump_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _arrow_chunks(
-    files: list[Path], columns: list[str], rows: int
-) -> Iterator[tuple[Path, pa.Table]]:
+@dataclass
+class _Chunk:
+    """Rows read from one file, and where they are in it (for messages that name a place)."""
+
+    file: Path
+    table: pa.Table
+    file_row: int
+    lines: np.ndarray | None = None
+    """JSON Lines: the line number (from 1) of each row; blank lines hold no row."""
+
+    def where(self, index: int = 0) -> str:
+        if self.lines is not None:
+            return f"{self.file}:{int(self.lines[index])}"
+        return f"{self.file}, row {self.file_row + index}"
+
+
+def _arrow_chunks(files: list[Path], columns: list[str], rows: int) -> Iterator[_Chunk]:
     for file in files:
         if file.suffix in JSONL_SUFFIXES:
-            yield from ((file, t) for t in _jsonl_chunks(file, rows))
+            yield from _jsonl_chunks(file, rows)
             continue
         try:
             # pre_buffer would cache every column chunk of the file: memory would grow with the dump.
-            parquet = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 22)
-        except (pa.ArrowInvalid, OSError) as error:
+            parquet = pq.ParquetFile(
+                file, pre_buffer=False, buffer_size=1 << 22, page_checksum_verification=True
+            )
+        except (pa.ArrowException, OSError) as error:
             raise DumpError(f"{file}: not a readable Parquet file ({error})") from None
-        missing = [c for c in columns if c not in parquet.schema_arrow.names]
+        names = parquet.schema_arrow.names
+        missing = [c for c in columns if c not in names]
         if missing:
-            raise DumpError(_missing_message(file, missing, parquet.schema_arrow.names))
-        for batch in parquet.iter_batches(batch_size=rows, columns=columns):
-            yield file, pa.Table.from_batches([batch])
+            raise DumpError(_missing_message(str(file), missing, names))
+        for column in columns:
+            if names.count(column) > 1:
+                raise DumpError(
+                    f"{file}: column `{column}` appears {names.count(column)} times; "
+                    "a dump's column names must be unique"
+                )
+        batches = parquet.iter_batches(batch_size=rows, columns=columns)
+        file_row = 0
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as error:
+                # A page whose checksum fails, a truncated file, a page that does not decode.
+                raise DumpError(f"{file}: damaged Parquet data ({error})") from None
+            yield _Chunk(file, pa.Table.from_batches([batch]), file_row)
+            file_row += batch.num_rows
 
 
-def _jsonl_chunks(file: Path, rows: int) -> Iterator[pa.Table]:
+def _jsonl_chunks(file: Path, rows: int) -> Iterator[_Chunk]:
     block: list[bytes] = []
+    numbers: list[int] = []
+    longest = 0
+    file_row = 0
     with file.open("rb") as stream:
-        for line in stream:
+        for number, line in enumerate(stream, start=1):
             if line.strip():
                 block.append(line)
+                numbers.append(number)
+                longest = max(longest, len(line))
             if len(block) >= rows:
-                yield _parse_jsonl(file, block)
-                block = []
+                yield _parse_jsonl(file, block, numbers, longest, file_row)
+                file_row += len(block)
+                block, numbers, longest = [], [], 0
     if block:
-        yield _parse_jsonl(file, block)
+        yield _parse_jsonl(file, block, numbers, longest, file_row)
 
 
-def _parse_jsonl(file: Path, lines: list[bytes]) -> pa.Table:
+_PYARROW_ROW = re.compile(r"\s*in row (\d+)\s*$")
+
+
+def _parse_jsonl(
+    file: Path, lines: list[bytes], numbers: list[int], longest: int, file_row: int
+) -> _Chunk:
+    """Lines of one chunk as a table. pyarrow parses in blocks that must hold a whole line (so
+    the block grows with the longest line) and numbers the rows of its error messages from the
+    start of a block; on an error the chunk is parsed again as one block, so that the row it
+    names maps to the file's line."""
+    data = b"".join(lines)
+    block = max(JSON_BLOCK_BYTES, 2 * longest)
+    where = np.asarray(numbers, dtype=np.int64)
     try:
-        return pa_json.read_json(io.BytesIO(b"".join(lines)))
+        table = pa_json.read_json(
+            io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=block)
+        )
+        return _Chunk(file, table, file_row, where)
     except pa.ArrowInvalid as error:
-        raise DumpError(f"{file}: not valid JSON Lines ({error})") from None
+        message = str(error)
+    if block < len(data):
+        try:
+            table = pa_json.read_json(
+                io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=len(data) + 1)
+            )
+            return _Chunk(file, table, file_row, where)
+        except pa.ArrowInvalid as error:
+            message = str(error)
+    message = message.removeprefix("JSON parse error: ")
+    place = str(file)
+    found = _PYARROW_ROW.search(message)
+    if found and int(found.group(1)) < len(numbers):
+        place = f"{file}:{numbers[int(found.group(1))]}"
+        message = message[: found.start()]
+    raise DumpError(f"{place}: not valid JSON Lines ({message})")
 
 
-def _missing_message(file: Path, missing: list[str], present: list[str]) -> str:
+def _missing_message(where: str, missing: list[str], present: list[str]) -> str:
     from blendspec.diagnostics import did_you_mean
 
     hints = [h for h in (did_you_mean(m, present) for m in missing) if h]
     hint = f" ({'; '.join(hints)})" if hints else ""
-    return f"{file}: missing column{'s' * (len(missing) > 1)} {', '.join(f'`{m}`' for m in missing)}{hint}"
+    return f"{where}: missing column{'s' * (len(missing) > 1)} {', '.join(f'`{m}`' for m in missing)}{hint}"
+
+
+def _is_id_type(kind: pa.DataType) -> bool:
+    """What a `request_id` or `candidate_id` may be: text (UTF-8), bytes that are UTF-8, or
+    numbers; never a list or a struct, which have no id to print."""
+    if pa.types.is_dictionary(kind):
+        return _is_id_type(kind.value_type)
+    return (
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind) or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind) or pa.types.is_null(kind)
+    )  # fmt: skip
+
+
+def _utf8_ids(chunk: _Chunk, name: str) -> pa.Array:
+    """An id column whose strings are valid UTF-8 (bytes are viewed as strings); else a DumpError
+    naming the first bad row. Later steps print ids and cast them to strings."""
+    array = chunk.table.column(name).combine_chunks()
+    kind = array.type
+    if pa.types.is_binary(kind):
+        array = array.view(pa.string())
+    elif pa.types.is_large_binary(kind):
+        array = array.view(pa.large_string())
+    elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return array
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid as error:
+        found = re.search(r"index (\d+)", str(error))
+        where = chunk.where(int(found.group(1))) if found else str(chunk.file)
+        raise DumpError(f"{where}: `{name}` is not valid UTF-8 text") from None
+    return array
+
+
+def _type_problem(declared: Input, kind: pa.DataType) -> str | None:
+    """Why a column of Arrow type `kind` cannot feed the declared input (None: it can). A column
+    of nulls only (JSON infers that for a block where every value is null) is every value
+    missing, a per-request problem."""
+    if pa.types.is_null(kind):
+        return None
+    ok = True
+    if declared.kind == "score":
+        ok = pa.types.is_floating(kind) or pa.types.is_integer(kind)
+    elif declared.kind == "flag":
+        ok = pa.types.is_boolean(kind)
+    elif declared.kind == "category":
+        ok = (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+              or pa.types.is_integer(kind) or pa.types.is_dictionary(kind))  # fmt: skip
+    elif not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+              or pa.types.is_fixed_size_list(kind)):  # fmt: skip
+        ok = False
+    else:
+        values = kind.value_type
+        ok = (
+            pa.types.is_integer(values)
+            or pa.types.is_null(values)
+            or (declared.kind != "semantic_id" and pa.types.is_floating(values))
+        )
+    return None if ok else f"declared `{declared}` but the dump holds {kind}"
+
+
+def _runs_text(runs: Runs, shown: int = 6) -> str:
+    parts = [f"{first}" if count == 1 else f"{first}-{first + count - 1}" for first, count in runs]
+    more = f", … and {len(parts) - shown} more" if len(parts) > shown else ""
+    return ", ".join(parts[:shown]) + more
 
 
 class DumpReader:
-    """Streams a dump as `RequestBatch`es of at most `batch_size` requests."""
+    """Streams a dump as `RequestBatch`es of at most `batch_size` requests.
 
-    def __init__(self, path: Path, spec: Spec, *, chunk_rows: int = 16_384) -> None:
+    ``scattered`` (from :meth:`scattered_runs`) names requests whose rows are not contiguous:
+    each is rejected whole at its first run, and its later runs are not yielded. ``first_row``
+    is the dump row number of the path's first row, for a reader of one shard of a dump.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        spec: Spec,
+        *,
+        chunk_rows: int = 16_384,
+        scattered: Mapping[str, Runs] | None = None,
+        first_row: int = 0,
+    ) -> None:
         self.path = Path(path)
         self.spec = spec
         self.files = dump_files(self.path)
         self.columns = [REQUEST_ID, CANDIDATE_ID, *spec.inputs]
         self.chunk_rows = chunk_rows
         self.rows_read = 0
-        self._seen: set[str] = set()
+        self.first_row = first_row
+        self.scattered: Mapping[str, Runs] = scattered or {}
+        self._first_rows: dict[str, int] = {}
+        """Every request id read so far → the first row of its first run."""
+        self._types: dict[str, tuple[pa.DataType, str]] = {}
+        """Each column's type so far, and where it was first seen (file, or file:line)."""
 
     def requests(self) -> Iterator[tuple[pa.Table, int]]:
-        """Each request's rows as one table, with the dump row number of its first row."""
+        """Each run of a request's rows as one table, with the dump row number of its first row;
+        a request that comes back after another request comes as a second run (see
+        :meth:`is_first_run`), unless it is one of ``scattered``."""
+        for table, first_row, _ in self._runs():
+            yield table, first_row
+
+    def is_first_run(self, request_id: str, first_row: int) -> bool:
+        return self._first_rows.get(request_id, first_row) == first_row
+
+    def _runs(self) -> Iterator[tuple[pa.Table, int, str]]:
+        for table, first_row, request_id in self._raw_runs(self.columns):
+            first = self._first_rows.setdefault(request_id, first_row)
+            if first != first_row and request_id in self.scattered:
+                continue  # rejected whole with its first run
+            yield table, first_row, request_id
+
+    def _raw_runs(self, columns: list[str]) -> Iterator[tuple[pa.Table, int, str]]:
         carry: pa.Table | None = None
         carry_row = 0
-        for file, chunk in _arrow_chunks(self.files, self.columns, self.chunk_rows):
-            missing = [c for c in self.columns if c not in chunk.column_names]
-            if missing:
-                raise DumpError(_missing_message(file, missing, chunk.column_names))
-            chunk = chunk.select(self.columns)
-            start_row = self.rows_read
-            self.rows_read += chunk.num_rows
-            if carry is not None:
-                chunk = pa.concat_tables([carry, chunk], promote_options="permissive")
-                start_row = carry_row
-            ids = chunk.column(REQUEST_ID).combine_chunks().cast(pa.string())
+        carry_id = ""
+        for chunk in _arrow_chunks(self.files, columns, self.chunk_rows):
+            table = self._checked(chunk, columns)
+            start_row = self.first_row + self.rows_read
+            self.rows_read += table.num_rows
+            ids = table.column(REQUEST_ID).combine_chunks()
             if ids.null_count:
                 first = int(pc.index(pc.is_null(ids), True).as_py())
-                raise DumpError(f"{file}: row {start_row + first} has no `request_id`")
-            ids_np = ids.to_numpy(zero_copy_only=False)
-            starts = np.flatnonzero(np.concatenate(([True], ids_np[1:] != ids_np[:-1])))
-            ends = np.append(starts[1:], len(ids_np))
+                raise DumpError(f"{chunk.where(first)}: no `request_id`")
+            if carry is not None:
+                try:
+                    table = pa.concat_tables([carry, table], promote_options="permissive")
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+                    raise DumpError(f"{chunk.where()}: {error}") from None
+                ids = table.column(REQUEST_ID).combine_chunks()
+                start_row = carry_row
+            keys = _id_strings(ids)
+            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            ends = np.append(starts[1:], len(keys))
             for begin, end in zip(starts[:-1], ends[:-1], strict=True):
-                yield chunk.slice(begin, end - begin), start_row + int(begin)
-            carry = chunk.slice(starts[-1], ends[-1] - starts[-1])
+                yield table.slice(begin, end - begin), start_row + int(begin), str(keys[begin])
+            carry = table.slice(starts[-1], ends[-1] - starts[-1])
             carry_row = start_row + int(starts[-1])
+            carry_id = str(keys[starts[-1]])
         if carry is not None and carry.num_rows:
-            yield carry, carry_row
+            yield carry, carry_row, carry_id
+
+    def _checked(self, chunk: _Chunk, columns: list[str]) -> pa.Table:
+        """The chunk's columns in order, once their types fit the spec and agree with the
+        chunks before (the files of a dump, the blocks of a JSON file); ids as UTF-8 text."""
+        table = chunk.table
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DumpError(_missing_message(chunk.where(), missing, table.column_names))
+        table = table.select(columns)
+        for name in (REQUEST_ID, CANDIDATE_ID):
+            if name not in columns:
+                continue
+            kind = table.schema.field(name).type
+            if not _is_id_type(kind):
+                raise DumpError(
+                    f"{chunk.file}: `{name}` must be text or integers, the dump holds {kind}"
+                )
+            if not pa.types.is_dictionary(kind):
+                table = table.set_column(
+                    table.schema.get_field_index(name), name, _utf8_ids(chunk, name)
+                )
+        for name in columns:
+            declared = self.spec.inputs.get(name)
+            kind = table.schema.field(name).type
+            problem = _type_problem(declared, kind) if declared is not None else None
+            if problem is not None:
+                raise DumpError(f"{chunk.file}: column `{name}`: {problem}")
+            self._agree(chunk, name, kind)
+        return table
+
+    def _agree(self, chunk: _Chunk, name: str, kind: pa.DataType) -> None:
+        before = self._types.get(name)
+        if before is None or before[0] == kind:
+            if before is None:
+                self._types[name] = (
+                    kind,
+                    str(chunk.file) if chunk.lines is None else chunk.where(),
+                )
+            return
+        first, where = before
+        try:
+            unified = (
+                pa.unify_schemas(
+                    [pa.schema([(name, first)]), pa.schema([(name, kind)])],
+                    promote_options="permissive",
+                )
+                .field(name)
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            here = str(chunk.file) if chunk.lines is None else chunk.where()
+            raise DumpError(
+                f"{here}: column `{name}` holds {kind}, but {first} in {where}; "
+                "the files of a dump (and the lines of a JSON Lines file) must agree on a "
+                "column's type"
+            ) from None
+        if pa.types.is_null(first):
+            where = str(chunk.file) if chunk.lines is None else chunk.where()
+        self._types[name] = (unified, where)
+
+    def scattered_runs(self, limit: int | None = None) -> dict[str, Runs]:
+        """Every request whose rows are not contiguous, with its runs: a scan of the
+        `request_id` column alone (Parquet reads nothing else). With `limit`, the scan covers
+        what reading `limit` requests covers: up to the first row of the next new request."""
+        scan = DumpReader(
+            self.path, self.spec, chunk_rows=self.chunk_rows, first_row=self.first_row
+        )
+        first: dict[str, tuple[int, int]] = {}
+        runs: dict[str, list[tuple[int, int]]] = {}
+        for table, row, request_id in scan._raw_runs([REQUEST_ID]):
+            if request_id in first:
+                runs.setdefault(request_id, [first[request_id]]).append((row, table.num_rows))
+                continue
+            if limit is not None and len(first) >= limit:
+                break
+            first[request_id] = (row, table.num_rows)
+        return {request_id: tuple(found) for request_id, found in runs.items()}
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[RequestBatch]:
+        """Batches of `batch_size` runs; `limit` counts requests (a request's later runs are
+        read with it, up to the first row of the request after the last one)."""
         pending: list[tuple[pa.Table, int]] = []
-        for count, (table, first_row) in enumerate(self.requests()):
-            if limit is not None and count >= limit:
-                break
+        count = 0
+        for table, first_row, request_id in self._runs():
+            if self.is_first_run(request_id, first_row):
+                if limit is not None and count >= limit:
+                    break
+                count += 1
             pending.append((table, first_row))
             if len(pending) >= batch_size:
                 yield self.batch_of(pending)
@@ -180,16 +476,14 @@ class DumpReader:
 
     def batch_of(self, requests: list[tuple[pa.Table, int]]) -> RequestBatch:
         """Check and pad requests taken from :meth:`requests` into one batch (bad ones go to
-        ``rejected``): what :meth:`batches` does per batch, for callers that pick requests."""
+        ``rejected``, one `BadRequest` each with all of its problems): what :meth:`batches`
+        does per batch, for callers that pick requests."""
         group = _Group.of(requests)
-        first: dict[int, BadRequest] = {}
+        found: dict[int, list[BadRequest]] = {}
         for index, problem in self.problems(group):
-            first.setdefault(index, problem)
-        for index, request_id in enumerate(group.request_ids):
-            if index not in first:
-                self._seen.add(request_id)
-        if first:
-            group = _Group.of([r for i, r in enumerate(requests) if i not in first])
+            found.setdefault(index, []).append(problem)
+        if found:
+            group = _Group.of([r for i, r in enumerate(requests) if i not in found])
         inputs = {
             name: _tensor(group.column(name) if group.size else None, declared, group)
             for name, declared in self.spec.inputs.items()
@@ -203,15 +497,18 @@ class DumpReader:
             group.offsets,
             mask,
             inputs,
-            [first[i] for i in sorted(first)],
+            [BadRequest.merged(found[i]) for i in sorted(found)],
         )
 
     def problems(self, group: _Group) -> list[tuple[int, BadRequest]]:
-        """Every failed check of every request in a group (the first bad row of each), in check
-        order, computed over the whole group at once; each with the request's index in the group."""
+        """Every failed check of every request in a group (the first bad row of each check and
+        column), in check order, computed over the whole group at once; each with the request's
+        index in the group."""
         found: list[tuple[int, BadRequest]] = []
 
-        def report(check: str, column: str | None, bad_rows: np.ndarray, reason) -> None:  # type: ignore[no-untyped-def]
+        def report(
+            check: str, column: str | None, bad_rows: np.ndarray, reason: Callable[[int], str]
+        ) -> None:
             if not len(bad_rows):
                 return
             owners = group.owners[bad_rows]
@@ -231,15 +528,24 @@ class DumpReader:
                     )
                 )
 
-        earlier: set[str] = set()
-        seen = np.zeros(group.size, dtype=bool)
-        for index, request_id in enumerate(group.request_ids):
-            seen[index] = request_id in self._seen or request_id in earlier
-            earlier.add(request_id)
-        report(
-            CHECK_CONTIGUOUS, REQUEST_ID, group.offsets[:-1][seen],
-            lambda _: "its rows are not contiguous (the request appeared earlier)",
-        )  # fmt: skip
+        def contiguity(row: int) -> str:
+            request = int(group.owners[row])
+            request_id = group.request_ids[request]
+            if request_id in self.scattered:
+                return f"its rows are not contiguous: rows {_runs_text(self.scattered[request_id])}"
+            return (
+                "its rows are not contiguous: the request began at row "
+                f"{self._first_rows[request_id]}, and other requests came between"
+            )
+
+        broken = np.array(
+            [
+                request_id in self.scattered or not self.is_first_run(request_id, first_row)
+                for request_id, first_row in zip(group.request_ids, group.first_rows, strict=True)
+            ],
+            dtype=bool,
+        )
+        report(CHECK_CONTIGUOUS, REQUEST_ID, group.offsets[:-1][broken], contiguity)
         if group.size:
             candidates = group.column(CANDIDATE_ID)
             nulls = _null_rows(candidates)
@@ -254,6 +560,18 @@ class DumpReader:
         order = {check: i for i, check in enumerate(CHECKS)}
         found.sort(key=lambda found: (found[0], order[found[1].check]))
         return found
+
+
+def _id_strings(ids: pa.Array) -> np.ndarray:
+    """Request ids as the strings that name them everywhere (what ``str(value)`` gives, as
+    `_Group` names its requests), for finding where one request ends."""
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.dictionary_decode()
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        return ids.to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(ids.type):
+        return ids.cast(pa.string()).to_numpy(zero_copy_only=False)
+    return np.array([str(value) for value in ids.to_pylist()], dtype=object)
 
 
 @dataclass
@@ -317,6 +635,22 @@ def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
 
 
+def _null_rows(array: pa.Array) -> np.ndarray:
+    if not array.null_count:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))
+
+
+def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
+    """Rows whose candidate id repeats within their request (both rows of each pair)."""
+    indices = pc.dictionary_encode(candidates).indices.fill_null(-1)
+    codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = owners.astype(np.int64) * (int(codes.max(initial=0)) + 2) + codes
+    order = np.argsort(keys, kind="stable")
+    same = keys[order][1:] == keys[order][:-1]
+    return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
+
+
 CHECK_TYPES = "columns present with the declared types"
 CHECK_MISSING = "no missing values"
 CHECK_FINITE = "no NaN or Inf"
@@ -328,20 +662,24 @@ CHECKS = (CHECK_TYPES, CHECK_MISSING, CHECK_FINITE, CHECK_SIZES, CHECK_FEATURES,
           CHECK_UNIQUE)  # fmt: skip
 
 
-def _type_error(declared: Input, array: pa.Array) -> str:
-    return f"declared `{declared}` but the dump holds {array.type}"
-
-
 def _column_problems(
     array: pa.Array, declared: Input, group: _Group
 ) -> Iterator[tuple[str, np.ndarray, Callable[[int], str]]]:
-    """Rows of one column that the spec cannot use: (check, bad rows, reason for a row)."""
+    """Rows of one column that the spec cannot use: (check, bad rows, reason for a row).
+
+    Every check runs over every row it can judge: a row that fails one check is left out of a
+    later check only when that check cannot read it (a missing or wrong-size list cannot be laid
+    out as a matrix), so a problem of one request never hides another request's.
+    """
     nulls = _null_rows(array)
     yield CHECK_MISSING, nulls, lambda _: "missing value"
+    problem = _type_problem(declared, array.type)
+    if problem is not None:  # `DumpReader` names the file first; this guards other callers
+        raise DumpError(problem)
     kind = declared.kind
+    if pa.types.is_null(array.type) or kind in ("flag", "category"):
+        return
     if kind == "score":
-        if not (pa.types.is_floating(array.type) or pa.types.is_integer(array.type)):
-            raise DumpError(_type_error(declared, array))
         values = array.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
         yield (
             CHECK_FINITE,
@@ -349,24 +687,7 @@ def _column_problems(
             lambda row: f"score is {values[row]}",
         )
         return
-    if kind == "flag":
-        if not pa.types.is_boolean(array.type):
-            raise DumpError(_type_error(declared, array))
-        return
-    if kind == "category":
-        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
-                or pa.types.is_integer(array.type) or pa.types.is_dictionary(array.type)):  # fmt: skip
-            raise DumpError(_type_error(declared, array))
-        return
     # embedding, semantic_id, features: lists of the declared size
-    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)
-            or pa.types.is_fixed_size_list(array.type)):  # fmt: skip
-        raise DumpError(_type_error(declared, array))
-    values = array.flatten()
-    if kind == "semantic_id" and not pa.types.is_integer(values.type):
-        raise DumpError(_type_error(declared, array))
-    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise DumpError(_type_error(declared, array))
     size = declared.size or 0
     lengths = pc.list_value_length(array).fill_null(size).to_numpy(zero_copy_only=False)
     wrong = np.flatnonzero(lengths != size)
@@ -374,22 +695,37 @@ def _column_problems(
         CHECK_SIZES, wrong,
         lambda row: f"has {lengths[row]} values, the spec declares `{declared}`",
     )  # fmt: skip
+    rows = np.arange(len(array))
     if len(wrong) or len(nulls):
-        return  # the rows cannot be laid out as a matrix; the request is rejected already
+        # The rows that cannot be laid out as a matrix leave the later checks; the others stay.
+        keep = np.ones(len(array), dtype=bool)
+        keep[wrong] = False
+        keep[nulls] = False
+        rows = rows[keep]
+        array = array.take(pa.array(rows, pa.int64()))
+    values = array.flatten()
+    if pa.types.is_null(values.type):
+        values = values.cast(pa.float64())
+    holes = np.zeros(len(rows), dtype=bool)
     if values.null_count:
-        inner = np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False)) // max(size, 1)
-        yield CHECK_MISSING, np.unique(inner), lambda _: "missing value in the list"
-        return
+        holes = values.is_null().to_numpy(zero_copy_only=False).reshape(len(rows), size).any(axis=1)
+        yield CHECK_MISSING, rows[holes], lambda _: "missing value in the list"
+        values = values.fill_null(0)
     if kind == "semantic_id":
         return
-    numbers = values.to_numpy(zero_copy_only=False).reshape(len(array), size)
+    numbers = values.to_numpy(zero_copy_only=False).reshape(len(rows), size)
     finite = np.isfinite(numbers).all(axis=1)
-    yield CHECK_FINITE, np.flatnonzero(~finite), lambda _: "holds NaN or Inf"
+    yield CHECK_FINITE, rows[~finite], lambda _: "holds NaN or Inf"
     if kind == "features":
-        firsts = numbers[group.offsets[:-1]][group.owners]
-        same = ((numbers == firsts) | ~finite[:, None]).all(axis=1)
+        # Each row against its request's first row that holds a whole, finite state.
+        comparable = finite & ~holes
+        rows, numbers = rows[comparable], numbers[comparable]
+        owners = group.owners[rows]
+        starts = np.flatnonzero(np.concatenate(([True], owners[1:] != owners[:-1])))
+        reference = np.repeat(starts, np.diff(np.append(starts, len(owners))))
+        same = (numbers == numbers[reference]).all(axis=1)
         yield (
-            CHECK_FEATURES, np.flatnonzero(~same),
+            CHECK_FEATURES, rows[~same],
             lambda _: "request features differ between rows of one request",
         )  # fmt: skip
 
@@ -422,18 +758,16 @@ class DumpReport:
 def validate_dump(
     path: Path, spec: Spec, *, examples: int = 3, group_size: int = 256
 ) -> DumpReport:
-    """Every check over every request of the dump, for `blend validate --candidates`."""
+    """Every check over every request of the dump, for `blend validate --candidates`; a request
+    counts once (however many runs its rows make), and once per check it fails."""
     results = {name: CheckResult(name) for name in CHECKS}
     reader = DumpReader(path, spec)
     requests = 0
+    counted: set[tuple[str, str]] = set()
 
     def check(pending: list[tuple[pa.Table, int]]) -> None:
-        group = _Group.of(pending)
-        problems = reader.problems(group)
-        reader._seen.update(group.request_ids)
-        counted: set[tuple[str, str]] = set()
-        for index, problem in problems:
-            key = (str(index), problem.check)
+        for _, problem in reader.problems(_Group.of(pending)):
+            key = (problem.request_id, problem.check)
             if key in counted:
                 continue
             counted.add(key)
@@ -444,9 +778,9 @@ def validate_dump(
 
     try:
         pending: list[tuple[pa.Table, int]] = []
-        for request in reader.requests():
-            requests += 1
-            pending.append(request)
+        for table, first_row, request_id in reader._runs():
+            requests += reader.is_first_run(request_id, first_row)
+            pending.append((table, first_row))
             if len(pending) >= group_size:
                 check(pending)
                 pending = []

@@ -2,8 +2,16 @@
 
 A shard is the unit of work: each Ray actor (a callable class, so the spec is compiled once per
 actor, not once per shard) streams one whole shard through the same `blend_source` as the local
-engine, so the slates are identical. Requests must not straddle shards; the driver checks that and
-writes the shards' slates in shard order, so the output does not depend on scheduling.
+engine, so the slates (and the dump rows that rejects name) are identical. Requests must not
+straddle shards; the driver checks that and writes the shards' slates in shard order, so the
+output does not depend on scheduling.
+
+Accounting is the local engine's: within a shard, a request whose rows are not contiguous is an
+error, or (skipping) rejected whole and counted once, as `blend_source` does it (the actor holds
+its shard's slates, so starting over just empties them). A request found in two shards —
+blended or rejected in either — is a `DumpError` naming both shards in either mode, since the
+other shard's part is blended elsewhere; the local engine reads the files as one stream instead
+(a request that runs on from one file into the next is one request there).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from blendspec.dump import DumpError, DumpReader, dump_files
 from blendspec.loader import LoadedSpec, load_source
@@ -58,18 +67,20 @@ class ShardBlender:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         payloads = []
-        for shard, path in zip(batch["shard"], batch["path"], strict=True):
-            payloads.append(pickle.dumps(self._blend(int(shard), str(path))))
+        for shard, path, first_row in zip(
+            batch["shard"], batch["path"], batch["first_row"], strict=True
+        ):
+            payloads.append(pickle.dumps(self._blend(int(shard), str(path), int(first_row))))
         return {"shard": batch["shard"], "payload": np.array(payloads, dtype=object)}
 
-    def _blend(self, shard: int, path: str) -> dict[str, Any]:
+    def _blend(self, shard: int, path: str, first_row: int) -> dict[str, Any]:
         tables: list[pa.Table] = []
         try:
             with use_kernels(self.kernels):
                 tally = blend_source(
-                    self.runner, DumpReader(Path(path), self.runner.spec),
+                    self.runner, DumpReader(Path(path), self.runner.spec, first_row=first_row),
                     batch_size=self.batch_size, limit=None, on_bad_request=self.on_bad,  # type: ignore[arg-type]
-                    emit=tables.append,
+                    emit=tables.append, restart=tables.clear,
                 )  # fmt: skip
         except BadRequestError as error:
             return {"shard": shard, "bad_request": error.problem}
@@ -82,6 +93,15 @@ class ShardBlender:
                 for table in tables:
                     stream.write_table(table)
         return {"shard": shard, "slates": sink.getvalue(), "tally": tally}
+
+
+def _row_count(file: Path) -> int:
+    """A shard's rows, from its footer: each actor numbers its rows from the shard's first row
+    in the whole dump, so that rejects name the same rows as the local engine's."""
+    try:
+        return int(pq.ParquetFile(file).metadata.num_rows)
+    except (pa.ArrowException, OSError) as error:
+        raise DumpError(f"{file}: not a readable Parquet file ({error})") from None
 
 
 def blend_with_ray(
@@ -115,7 +135,13 @@ def blend_with_ray(
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         source = loaded.document.source
-        shards = ray.data.from_items([{"shard": i, "path": str(f)} for i, f in enumerate(files)])
+        first_rows = np.concatenate(([0], np.cumsum([_row_count(f) for f in files])))
+        shards = ray.data.from_items(
+            [
+                {"shard": i, "path": str(f), "first_row": int(first_rows[i])}
+                for i, f in enumerate(files)
+            ]
+        )
         blended = shards.map_batches(
             ShardBlender,
             fn_constructor_args=(
@@ -137,17 +163,22 @@ def blend_with_ray(
                 raise BadRequestError(result["bad_request"])
             if "dump_error" in result:
                 raise DumpError(result["dump_error"])
+            tables: list[pa.Table] = []
             if result["slates"]:
                 with pa.ipc.open_stream(result["slates"]) as stream:
-                    for table_batch in stream:
-                        table = pa.Table.from_batches([table_batch])
-                        for request in set(table.column("request_id").to_pylist()):
-                            if owner.setdefault(request, shard) != shard:
-                                raise DumpError(
-                                    f"request `{request}` appears in shards {files[owner[request]]} "
-                                    f"and {files[shard]}; a request's rows must stay in one shard"
-                                )
-                        emit(table)
+                    tables = [pa.Table.from_batches([batch]) for batch in stream]
+            # Every request of the shard, blended or rejected, belongs to this shard alone.
+            requests = {r.request_id for r in result["tally"].rejects}
+            for table in tables:
+                requests.update(table.column("request_id").to_pylist())
+            for request in sorted(requests):
+                if owner.setdefault(request, shard) != shard:
+                    raise DumpError(
+                        f"request `{request}` appears in shards {files[owner[request]]} "
+                        f"and {files[shard]}; a request's rows must stay in one shard"
+                    )
+            for table in tables:
+                emit(table)
             total.merge(result["tally"])
             if progress is not None:
                 progress(result["tally"].requests_in)

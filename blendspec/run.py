@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from blendspec import ops
-from blendspec.dump import BadRequest, DumpReader, RequestBatch
+from blendspec.dump import CHECK_CONTIGUOUS, BadRequest, DumpReader, RequestBatch
 from blendspec.forms import split_similarity
 from blendspec.loader import LoadedSpec
 from blendspec.lower import REQUEST_SEED_KEY, PolicyRuntime, module_for, request_seeds
@@ -277,17 +277,70 @@ def blend_source(
     limit: int | None,
     on_bad_request: BadRequestPolicy,
     emit: Callable[[pa.Table], None],
+    restart: Callable[[], None],
     progress: Callable[[int], None] | None = None,
     observe: Callable[[RequestBatch, dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
     | None = None,
 ) -> Tally:
-    """Blend every request a reader yields, handing each batch's slate rows to `emit`."""
+    """Blend every request a reader yields, handing each batch's slate rows to `emit`.
+
+    A request whose rows are not contiguous is found where it comes back, after its first run
+    may have been blended. In error mode that is the error. When skipping, the pass stops: the
+    reader scans the dump's ids for every such request, `restart` throws away what `emit` and
+    `observe` were handed, and a second pass rejects each of them whole, once (so the slates,
+    the counts and the metrics hold no part of them, and "requests in" counts requests, not
+    runs of rows). A dump without such a request is read once.
+    """
+    try:
+        return _blend_pass(
+            runner, reader, batch_size=batch_size, limit=limit, on_bad_request=on_bad_request,
+            emit=emit, progress=progress, observe=observe,
+        )  # fmt: skip
+    except _Scattered as stopped:
+        scattered = reader.scattered_runs(limit)
+        restart()
+        if progress is not None:
+            progress(-stopped.progressed)
+        again = DumpReader(
+            reader.path, reader.spec, chunk_rows=reader.chunk_rows, scattered=scattered,
+            first_row=reader.first_row,
+        )  # fmt: skip
+        return _blend_pass(
+            runner, again, batch_size=batch_size, limit=limit, on_bad_request=on_bad_request,
+            emit=emit, progress=progress, observe=observe,
+        )  # fmt: skip
+
+
+class _Scattered(Exception):
+    """A request came back after another one (skip mode): blending starts over."""
+
+    def __init__(self, progressed: int) -> None:
+        self.progressed = progressed
+
+
+def _blend_pass(
+    runner: Runner,
+    reader: DumpReader,
+    *,
+    batch_size: int,
+    limit: int | None,
+    on_bad_request: BadRequestPolicy,
+    emit: Callable[[pa.Table], None],
+    progress: Callable[[int], None] | None,
+    observe: Callable[[RequestBatch, dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
+    | None,
+) -> Tally:
     tally = Tally(policy_fallbacks=0 if runner.policy is not None else None)
+    progressed = 0
     for batch in reader.batches(batch_size, limit):
         tally.requests_in += batch.size + len(batch.rejected)
         if batch.rejected:
             if on_bad_request == "error":
                 raise BadRequestError(batch.rejected[0])
+            if not reader.scattered and any(
+                CHECK_CONTIGUOUS in problem.checks for problem in batch.rejected
+            ):
+                raise _Scattered(progressed)
             tally.rejects += batch.rejected
         if batch.size:
             result = runner.blend(batch)
@@ -307,6 +360,7 @@ def blend_source(
                 tally.counts[name] = tally.counts.get(name, 0) + int(finite.numel())
         if progress is not None:
             progress(batch.size + len(batch.rejected))
+            progressed += batch.size + len(batch.rejected)
     return tally
 
 
@@ -316,7 +370,7 @@ def rejects_table(rejects: list[BadRequest]) -> pa.Table:
             "request_id": [r.request_id for r in rejects],
             "row": [r.row for r in rejects],
             "column": [r.column for r in rejects],
-            "reason": [r.reason for r in rejects],
+            "reason": [r.reasons for r in rejects],  # every problem of the request
         },
         schema=REJECT_SCHEMA,
     )
@@ -353,6 +407,14 @@ def run(
         collector = None
         with atomic_path(out) as slates_tmp, atomic_path(rejects_path) as rejects_tmp:
             writer = pq.ParquetWriter(slates_tmp, runner.schema)
+
+            def restart() -> None:
+                """Blending starts over (a scattered request): empty slates, a new report."""
+                nonlocal writer, collector
+                writer.close()
+                writer = pq.ParquetWriter(slates_tmp, runner.schema)
+                collector = _collector(runner) if collector is not None else None
+
             try:
                 if engine == "ray":
                     from blendspec.ray_engine import blend_with_ray
@@ -367,8 +429,10 @@ def run(
                         collector = _collector(runner)
                     tally = blend_source(
                         runner, DumpReader(candidates, loaded.spec), batch_size=batch_size,
-                        limit=limit, on_bad_request=on_bad_request, emit=writer.write_table,
-                        progress=progress, observe=collector.add if collector else None,
+                        limit=limit, on_bad_request=on_bad_request,
+                        emit=lambda table: writer.write_table(table), restart=restart,
+                        progress=progress,
+                        observe=(lambda *seen: collector.add(*seen)) if collector else None,
                     )  # fmt: skip
             finally:
                 writer.close()

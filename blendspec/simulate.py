@@ -1094,8 +1094,13 @@ class _ParquetSink:
 
         # Dictionary encoding only pays for the repeated strings; on embeddings it is tried and
         # abandoned for every page, which costs time for nothing.
+        # Page checksums let a reader catch a damaged page instead of blending its values.
         self._writer = pq.ParquetWriter(
-            str(path), schema, use_dictionary=["request_id", "topic"], compression="snappy"
+            str(path),
+            schema,
+            use_dictionary=["request_id", "topic"],
+            compression="snappy",
+            write_page_checksum=True,
         )
 
     def write(self, world: World, requests: Sequence[Request]) -> None:

@@ -196,11 +196,8 @@ def test_skipped_bad_requests_go_to_rejects_and_nothing_is_lost(tmp_path: Path, 
     slates = read_slates(tmp_path / "slates.parquet")
     request_ids = {r["request_id"] for r in rows}
     assert summary.requests_in == summary.requests_blended + summary.requests_rejected
-    if kind == "not_contiguous":
-        # The request's first run of rows was blended; its stray second run is what is rejected.
-        assert set(slates) == request_ids
-    else:
-        assert set(slates) | {request} == request_ids and request not in slates
+    # A request whose rows are not contiguous is rejected whole (tests/test_hostile_dump.py).
+    assert set(slates) | {request} == request_ids and request not in slates
 
 
 def test_missing_column_is_a_dump_error_with_a_hint(tmp_path: Path) -> None:
@@ -325,10 +322,12 @@ def test_non_contiguous_request_inside_one_batch_is_caught(tmp_path: Path) -> No
     dump = write_parquet(rows, tmp_path / "dump.parquet")
     summary = run(loaded(), dump, tmp_path / "s.parquet", batch_size=64, on_bad_request="skip")
     rejects = pq.read_table(summary.rejects_path).to_pylist()
+    first_r2 = next(i for i, r in enumerate(rows) if r["request_id"] == "r2")
     assert [(r["request_id"], r["column"], r["row"]) for r in rejects] == [
-        ("r2", "request_id", after_r3)
+        ("r2", "request_id", first_r2)
     ]
-    assert summary.requests_in == 7 and summary.requests_blended == 6
+    assert f", {after_r3}" in rejects[0]["reason"], "the reason names every run of rows"
+    assert summary.requests_in == 6 and summary.requests_blended == 5
 
 
 @pytest.mark.parametrize("spec_name", ["homefeed.blend", "discovery.blend", "ads.blend"])
