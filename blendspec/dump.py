@@ -131,9 +131,15 @@ class _Chunk:
     """JSON Lines: the line number (from 1) of each row; blank lines hold no row."""
 
     def where(self, index: int = 0) -> str:
+        """The place of one row: ``file:line``, or ``file, row N`` (from 0 within the file)."""
         if self.lines is not None:
             return f"{self.file}:{int(self.lines[index])}"
         return f"{self.file}, row {self.file_row + index}"
+
+    @property
+    def place(self) -> str:
+        """The place of the whole chunk: the Parquet file, or the JSON file at its first line."""
+        return str(self.file) if self.lines is None else self.where()
 
 
 def _arrow_chunks(files: list[Path], columns: list[str], rows: int) -> Iterator[_Chunk]:
@@ -208,7 +214,9 @@ def _parse_jsonl(
         table = pa_json.read_json(
             io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=block)
         )
-        return _Chunk(file, table, file_row, where)
+        return _Chunk(
+            file, _valid_json_table(file, data, block, table, numbers[0]), file_row, where
+        )
     except pa.ArrowInvalid as error:
         message = str(error)
     if block < len(data):
@@ -226,6 +234,33 @@ def _parse_jsonl(
         place = f"{file}:{numbers[int(found.group(1))]}"
         message = message[: found.start()]
     raise DumpError(f"{place}: not valid JSON Lines ({message})")
+
+
+def _valid_json_table(file: Path, data: bytes, block: int, table: pa.Table, line: int) -> pa.Table:
+    """pyarrow 26 can infer a list column it then builds wrong (offsets past the values) when
+    a list's first values are null and a later value widens the type (``[null, 3]`` then
+    ``[1.5]``), or when every value is null; read again with the inferred schema as an explicit
+    one (lists of nulls as lists of doubles), which builds it right."""
+    try:
+        table.validate()
+        return table
+    except pa.ArrowInvalid:
+        pass
+    fields = [
+        f.with_type(pa.list_(pa.float64()))
+        if pa.types.is_list(f.type) and pa.types.is_null(f.type.value_type)
+        else f
+        for f in table.schema
+    ]
+    options = pa_json.ParseOptions(explicit_schema=pa.schema(fields))
+    again = pa_json.read_json(
+        io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=block), parse_options=options
+    )
+    try:
+        again.validate()
+    except pa.ArrowInvalid as error:
+        raise DumpError(f"{file}:{line}: pyarrow misread these lines ({error})") from None
+    return again
 
 
 def _missing_message(where: str, missing: list[str], present: list[str]) -> str:
@@ -384,7 +419,7 @@ class DumpReader:
         table = chunk.table
         missing = [c for c in columns if c not in table.column_names]
         if missing:
-            raise DumpError(_missing_message(chunk.where(), missing, table.column_names))
+            raise DumpError(_missing_message(chunk.place, missing, table.column_names))
         table = table.select(columns)
         for name in (REQUEST_ID, CANDIDATE_ID):
             if name not in columns:
@@ -392,7 +427,7 @@ class DumpReader:
             kind = table.schema.field(name).type
             if not _is_id_type(kind):
                 raise DumpError(
-                    f"{chunk.file}: `{name}` must be text or integers, the dump holds {kind}"
+                    f"{chunk.place}: `{name}` must be text or integers, the dump holds {kind}"
                 )
             if not pa.types.is_dictionary(kind):
                 table = table.set_column(
@@ -403,7 +438,7 @@ class DumpReader:
             kind = table.schema.field(name).type
             problem = _type_problem(declared, kind) if declared is not None else None
             if problem is not None:
-                raise DumpError(f"{chunk.file}: column `{name}`: {problem}")
+                raise DumpError(f"{chunk.place}: column `{name}`: {problem}")
             self._agree(chunk, name, kind)
         return table
 
@@ -411,10 +446,7 @@ class DumpReader:
         before = self._types.get(name)
         if before is None or before[0] == kind:
             if before is None:
-                self._types[name] = (
-                    kind,
-                    str(chunk.file) if chunk.lines is None else chunk.where(),
-                )
+                self._types[name] = (kind, chunk.place)
             return
         first, where = before
         try:
@@ -427,14 +459,13 @@ class DumpReader:
                 .type
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            here = str(chunk.file) if chunk.lines is None else chunk.where()
             raise DumpError(
-                f"{here}: column `{name}` holds {kind}, but {first} in {where}; "
+                f"{chunk.place}: column `{name}` holds {kind}, but {first} in {where}; "
                 "the files of a dump (and the lines of a JSON Lines file) must agree on a "
                 "column's type"
             ) from None
         if pa.types.is_null(first):
-            where = str(chunk.file) if chunk.lines is None else chunk.where()
+            where = chunk.place
         self._types[name] = (unified, where)
 
     def scattered_runs(self, limit: int | None = None) -> dict[str, Runs]:
@@ -631,7 +662,7 @@ def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
     codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
     keys = owners.astype(np.int64) * (int(codes.max(initial=0)) + 2) + codes
     order = np.argsort(keys, kind="stable")
-    same = keys[order][1:] == keys[order][:-1]
+    same = (keys[order][1:] == keys[order][:-1]) & (codes[order][1:] >= 0)  # missing ≠ twice
     return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
 
 
@@ -647,7 +678,7 @@ def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
     codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
     keys = owners.astype(np.int64) * (int(codes.max(initial=0)) + 2) + codes
     order = np.argsort(keys, kind="stable")
-    same = keys[order][1:] == keys[order][:-1]
+    same = (keys[order][1:] == keys[order][:-1]) & (codes[order][1:] >= 0)  # missing ≠ twice
     return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
 
 

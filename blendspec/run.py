@@ -294,7 +294,7 @@ def blend_source(
     try:
         return _blend_pass(
             runner, reader, batch_size=batch_size, limit=limit, on_bad_request=on_bad_request,
-            emit=emit, progress=progress, observe=observe,
+            emit=emit, progress=progress, observe=observe, restartable=True,
         )  # fmt: skip
     except _Scattered as stopped:
         scattered = reader.scattered_runs(limit)
@@ -307,7 +307,7 @@ def blend_source(
         )  # fmt: skip
         return _blend_pass(
             runner, again, batch_size=batch_size, limit=limit, on_bad_request=on_bad_request,
-            emit=emit, progress=progress, observe=observe,
+            emit=emit, progress=progress, observe=observe, restartable=False,
         )  # fmt: skip
 
 
@@ -329,6 +329,7 @@ def _blend_pass(
     progress: Callable[[int], None] | None,
     observe: Callable[[RequestBatch, dict[str, torch.Tensor], dict[str, torch.Tensor]], None]
     | None,
+    restartable: bool,
 ) -> Tally:
     tally = Tally(policy_fallbacks=0 if runner.policy is not None else None)
     progressed = 0
@@ -337,7 +338,7 @@ def _blend_pass(
         if batch.rejected:
             if on_bad_request == "error":
                 raise BadRequestError(batch.rejected[0])
-            if not reader.scattered and any(
+            if restartable and any(
                 CHECK_CONTIGUOUS in problem.checks for problem in batch.rejected
             ):
                 raise _Scattered(progressed)

@@ -461,3 +461,28 @@ def test_reader_verifies_page_checksums(tmp_path: Path) -> None:
         list(DumpReader(dump, loaded().spec).batches(64))
     report = validate_dump(dump, loaded().spec)
     assert not report.ok and "checksum" in (report.checks[0].detail or "")
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 16_384])
+def test_jsonl_lists_that_begin_with_nulls_are_read(tmp_path: Path, chunk_rows: int) -> None:
+    """pyarrow builds a broken list column from `[null, 3]` before `[1.5, …]` (or from lists of
+    nulls alone); the reader reads such lines again and judges the requests instead of crashing."""
+    rows = [
+        *request("a", sid=[None, 1], visual=[None, None, None, None]),
+        *[dict(r, visual=[None] * 4) for r in request("b")],
+        *request("c"),
+    ]
+    rows[1]["visual"] = [None, 3, 1, 1]
+    dump = write_jsonl(rows, tmp_path / "d.jsonl")
+    reader = DumpReader(dump, loaded().spec, chunk_rows=chunk_rows)
+    batches = list(reader.batches(64))
+    assert [r for b in batches for r in b.request_ids] == ["c"]
+    rejected = [(r.request_id, r.column) for b in batches for r in b.rejected]
+    assert rejected == [("a", "visual"), ("b", "visual")]
+
+
+def test_missing_candidate_ids_are_missing_not_duplicates(tmp_path: Path) -> None:
+    rows = [dict(r, candidate_id=None) for r in request("a")] + request("b")
+    summary, slates, rejects = run_skip(write_jsonl(rows, tmp_path / "d.jsonl"), tmp_path)
+    assert [r["reason"] for r in rejects] == ["missing candidate id"]
+    assert_accounted(summary, slates, rejects, {"a", "b"})
