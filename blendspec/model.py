@@ -32,8 +32,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # value exact in both syntaxes (all integers below 2**53, so YAML → DSL → YAML changes nothing).
 MAX_SLATE = 10_000
 """Slate length T: the greedy loop runs T steps and per-request state is O(T)."""
-MAX_WINDOW = 10_000
-"""Look-back windows (diversity, spacing, semantic-ID penalty, caps); beyond T they never bind."""
+MAX_WINDOW = 1_000
+"""Look-back windows (diversity, spacing, semantic-ID penalty, caps). Kernels size buffers by the
+window, not by min(window, T) (the SSD kernel keeps a window × window Gram matrix per request: 4 MB
+at 1,000, 400 MB at 10,000), and a window of more than a few dozen slots has no use."""
 MAX_TRUNCATE = 1_000_000
 """Pre-truncation M: the number of candidates a request keeps."""
 MAX_CAP = 10_000
