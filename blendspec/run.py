@@ -1,7 +1,9 @@
 """`blend run`: a compiled spec over a candidate dump → slates, rejects and metrics.
 
 Every request read ends up in exactly one place: the slates file (a request with nothing to show
-gets one row with position -1) or the rejects file. Both files appear atomically: they are written
+gets one row with position -1) or the rejects file, one row per request with all of its problems;
+a request whose rows are not contiguous is rejected whole, every run of it, and counted once
+(`blend_source` starts over when it finds one). Both files appear atomically: they are written
 to a temporary name beside the target and renamed only when the run completes.
 """
 

@@ -486,3 +486,26 @@ def test_missing_candidate_ids_are_missing_not_duplicates(tmp_path: Path) -> Non
     summary, slates, rejects = run_skip(write_jsonl(rows, tmp_path / "d.jsonl"), tmp_path)
     assert [r["reason"] for r in rejects] == ["missing candidate id"]
     assert_accounted(summary, slates, rejects, {"a", "b"})
+
+
+def test_report_after_a_restart_counts_no_part_of_the_scattered_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blendspec import run as run_module
+
+    made = []
+    real = run_module._collector
+
+    def spy(runner):  # type: ignore[no-untyped-def]
+        made.append(real(runner))
+        return made[-1]
+
+    monkeypatch.setattr(run_module, "_collector", spy)
+    dump = write_parquet(scattered(), tmp_path / "d.parquet")
+    report = tmp_path / "report.html"
+    summary = run(
+        loaded(), dump, tmp_path / "s.parquet", on_bad_request="skip", report=report, batch_size=1
+    )
+    assert len(made) == 2, "the report starts over with the blending"
+    assert made[-1].filled.sum() == summary.slots
+    assert report.read_text().startswith("<!doctype html>")
