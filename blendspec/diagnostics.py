@@ -131,7 +131,7 @@ def render_one(source: Source, diagnostic: Diagnostic, *, color: bool = False) -
 
     level_style = "bold red" if diagnostic.is_error else "bold yellow"
     header = paint(f"{diagnostic.severity}[{diagnostic.code}]", level_style)
-    lines = [f"{header}: {_escape(diagnostic.message, color)}"]
+    lines = [f"{header}: {_escape(_visible(diagnostic.message), color)}"]
     span = diagnostic.span
     if span is None:
         lines.append(f"  --> {_escape(source.name, color)}")
@@ -146,9 +146,9 @@ def render_one(source: Source, diagnostic: Diagnostic, *, color: bool = False) -
         caret = " " * (span.column - 1) + "^" * width
         lines.append(f"{gutter} | {paint(caret, level_style)}")
     for note in diagnostic.notes:
-        lines.append(f"  = note: {_escape(note, color)}")
+        lines.append(f"  = note: {_escape(_visible(note), color)}")
     if diagnostic.help:
-        lines.append(f"  = help: {_escape(diagnostic.help, color)}")
+        lines.append(f"  = help: {_escape(_visible(diagnostic.help), color)}")
     return "\n".join(lines)
 
 
@@ -189,8 +189,9 @@ _BIDI = dict.fromkeys(
 
 
 def _visible(line: str) -> str:
-    """The source line with bidi controls (and stray BOMs) shown as U+FFFD: printed raw they would
-    reorder the very line a diagnostic shows. One character for one keeps the caret aligned."""
+    """Text with bidi controls (and stray BOMs) shown as U+FFFD: printed raw they would reorder
+    the very line a diagnostic shows (or a name quoted in its message). One character for one
+    keeps the caret aligned."""
     return line.translate(_BIDI)
 
 

@@ -192,7 +192,7 @@ class Input(Model):
     """A typed column of the candidate dump: `score`, `embedding[D]`, `semantic_id[L]`, …"""
 
     kind: Literal["score", "embedding", "semantic_id", "category", "flag", "features"]
-    size: Annotated[int, BeforeValidator(_not_bool), Field(le=MAX_INPUT_SIZE)] | None = None
+    size: Annotated[int, Field(le=MAX_INPUT_SIZE), BeforeValidator(_not_bool)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -310,11 +310,11 @@ class Weight(Model):
 # ---------------------------------------------------------------- diversity
 
 Relevance = Literal["zscore", "minmax", "raw"]
-Probability = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.0, le=1.0)]
-Window = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_WINDOW)]
-Positive = Annotated[float, BeforeValidator(_not_bool), Field(gt=0.0, le=MAX_PARAMETER)]
-Tolerance = Annotated[float, BeforeValidator(_not_bool), Field(gt=0.0, le=1.0)]
-Coefficient = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.0, le=MAX_PARAMETER)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_not_bool)]
+Window = Annotated[int, Field(ge=1, le=MAX_WINDOW), BeforeValidator(_not_bool)]
+Positive = Annotated[float, Field(gt=0.0, le=MAX_PARAMETER), BeforeValidator(_not_bool)]
+Tolerance = Annotated[float, Field(gt=0.0, le=1.0), BeforeValidator(_not_bool)]
+Coefficient = Annotated[float, Field(ge=0.0, le=MAX_PARAMETER), BeforeValidator(_not_bool)]
 
 
 class Ssd(Model):
@@ -374,14 +374,14 @@ class SemanticIdPenalty(Model):
 
     input: Name
     window: Window
-    min_prefix: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_INPUT_SIZE)] = 1
+    min_prefix: Annotated[int, Field(ge=1, le=MAX_INPUT_SIZE), BeforeValidator(_not_bool)] = 1
     coefficient: Coefficient
 
 
 class Cap(Model):
     """At most `max` items of one category in any `window` consecutive slots, DESIGN §3.8."""
 
-    max: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_CAP)]
+    max: Annotated[int, Field(ge=1, le=MAX_CAP), BeforeValidator(_not_bool)]
     window: Window
 
 
@@ -390,13 +390,13 @@ class Rules(Model):
 
     filters: tuple[Name, ...] = ()
     caps: dict[Name, Cap] = Field(default_factory=dict)
-    truncate: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_TRUNCATE)] | None = None
+    truncate: Annotated[int, Field(ge=1, le=MAX_TRUNCATE), BeforeValidator(_not_bool)] | None = None
 
 
 class Slate(Model):
     """The slate's length T, a compile-time constant."""
 
-    length: Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=MAX_SLATE)]
+    length: Annotated[int, Field(ge=1, le=MAX_SLATE), BeforeValidator(_not_bool)]
 
 
 # ---------------------------------------------------------------- policy
@@ -424,7 +424,7 @@ class SoftmaxExploration(Model):
 
     kind: Literal["softmax"]
     temperature: Annotated[
-        float, BeforeValidator(_not_bool), Field(ge=MIN_TEMPERATURE, le=MAX_PARAMETER)
+        float, Field(ge=MIN_TEMPERATURE, le=MAX_PARAMETER), BeforeValidator(_not_bool)
     ]
 
 

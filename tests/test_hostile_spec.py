@@ -587,3 +587,35 @@ def test_every_hostile_number_is_finite_after_validation() -> None:
     for text, syntax in ((DSL, "dsl"), (YAML, "yaml"), (POLICY_DSL, "dsl")):
         assert non_finite_numbers(load_text(text, syntax).spec) == []  # type: ignore[arg-type]
     assert math.isfinite(1.0)
+
+
+def test_bidi_controls_never_reach_the_terminal_raw(tmp_path: Path) -> None:
+    """A bidi control in a name (quoted in the message) or in code (a syntax error) is shown as
+    U+FFFD or by its code point, never raw."""
+    cases = {
+        "name.yaml": YAML.replace("  p_hide: score", "  p_\u202ehide: score"),
+        "code.blend": DSL.replace("gamma = 1", "gamma = \u20661"),
+    }
+    for name, text in cases.items():
+        path = _write(tmp_path, text, name)
+        result = blend("validate", path)
+        _no_crash(result)
+        assert result.exit_code == 1, result.output
+        assert "\u202e" not in result.output and "\u2066" not in result.output
+    assert "U+2066" in _located(cases["code.blend"], "dsl", "E001", "gamma").message
+
+
+def test_the_json_schema_states_the_ranges() -> None:
+    """`blend schema` is generated from the model: editors see the same bounds, as JSON Schema
+    keywords (a raw pydantic `le` would be silently ignored by every validator)."""
+    import json
+
+    from blendspec.schema import spec_json_schema
+
+    schema = spec_json_schema()
+    text = json.dumps(schema)
+    assert '"le":' not in text and '"ge":' not in text and '"gt":' not in text
+    definitions = schema["$defs"]
+    assert definitions["Slate"]["properties"]["length"]["maximum"] == 10_000
+    assert definitions["Spacing"]["properties"]["window"]["maximum"] == MAX_WINDOW
+    assert definitions["Ssd"]["properties"]["gamma"]["maximum"] == 1e6
