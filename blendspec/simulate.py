@@ -1175,7 +1175,13 @@ def _shard_set_files(folder: Path) -> set[str] | None:
             listed = {str(f) for f in manifest["files"] if "/" not in str(f)} | {SHARD_MANIFEST}
         except (OSError, ValueError, KeyError, TypeError):
             return None
-    ours = {n for n in names if n in listed or _SHARD_NAME.fullmatch(n)}
+    ours = {
+        n
+        for n in names
+        if (n in listed or _SHARD_NAME.fullmatch(n))
+        and (folder / n).is_file()
+        and not (folder / n).is_symlink()
+    }
     return ours if ours == names else None
 
 

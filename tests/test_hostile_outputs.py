@@ -216,6 +216,19 @@ def test_a_previous_shard_set_is_replaced_whole(tmp_path: Path) -> None:
     assert pq.read_table(folder).num_rows == 5  # the manifest is not read as data
 
 
+def test_only_shard_files_count_as_a_shard_set(tmp_path: Path) -> None:
+    old = tmp_path / "old"  # written before manifests: shard files only, replaced as before
+    old.mkdir()
+    (old / "part-00000.parquet").write_bytes(b"an old shard")
+    assert simulate(old).exit_code == 0
+    assert (old / "_blendspec_shards.json").is_file()
+    tricky = tmp_path / "tricky"  # a folder that merely has a shard's name is not ours
+    (tricky / "part-00000.parquet").mkdir(parents=True)
+    (tricky / "part-00000.parquet" / "mine.txt").write_text("mine")
+    assert_refused(simulate(tricky), str(tricky))
+    assert (tricky / "part-00000.parquet" / "mine.txt").read_text() == "mine"
+
+
 def test_shards_over_a_file_are_refused(tmp_path: Path) -> None:
     target = tmp_path / "data"
     target.write_text("mine")
