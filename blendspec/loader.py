@@ -97,7 +97,7 @@ def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     return result
 
 
-_CODE = re.compile(r"^[EW]\d{3}$")
+_CODE = re.compile(r"^[EW][0-9]{3}$")
 
 
 def data_path(data: Any, loc: tuple[Any, ...]) -> PathKey:

@@ -178,7 +178,9 @@ for _node in (Neg, BinOp, Call):
 SCALAR_INPUT_KINDS = ("score", "category", "flag")
 SIZED_INPUT_KINDS = ("embedding", "semantic_id", "features")
 INPUT_KINDS = SCALAR_INPUT_KINDS + SIZED_INPUT_KINDS
-_INPUT_TYPE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([^\]]*?)\s*\])?\s*$")
+_INPUT_TYPE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([^\]]*?)\s*\])?\s*$", re.ASCII
+)  # ASCII spaces only, like the DSL
 
 
 _INPUT_SCHEMA = {
