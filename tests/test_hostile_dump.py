@@ -296,7 +296,9 @@ def test_ray_engine_accounts_scattered_requests_like_the_local_engine(tmp_path: 
     folder.mkdir()
     write_parquet(request("s0") + request("s1"), folder / "part-000.parquet")
     write_parquet(scattered({"p_click": math.nan}), folder / "part-001.parquet")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         local = run(loaded(), folder, tmp_path / "l.parquet", on_bad_request="skip")
         remote = run(loaded(), folder, tmp_path / "r.parquet", on_bad_request="skip", engine="ray")
@@ -311,7 +313,8 @@ def test_ray_engine_accounts_scattered_requests_like_the_local_engine(tmp_path: 
         with pytest.raises(DumpError, match=r"`r2` appears in shards .*part-001.*part-002"):
             run(loaded(), folder, tmp_path / "r2.parquet", on_bad_request="skip", engine="ray")
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
 
 
 # ------------------------------------------------------ 9. dump errors that name what is wrong
