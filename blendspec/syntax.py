@@ -191,17 +191,23 @@ def _dsl_too_deep(text: str) -> Span | None:
 
 def _yaml_too_deep(text: str) -> Span | None:
     """Block depth from indentation (a stack of indents, plus one per leading `- `), then flow
-    depth from brackets on top of the block depth of the line where they open."""
-    lines = text.split("\n")
-    count_brackets = text.count("[") + text.count("{") > 0
+    depth from brackets on top of the block depth of the line where they open.
+
+    An approximation of YAML's grammar that may over-count (a spec is rarely near the limit) and
+    rarely under-counts; `parse_yaml` still turns a RecursionError of the composer into E004."""
     stack: list[int] = []
     flow = 0
     quote: str | None = None
     base = 0
-    for number, line in enumerate(lines, start=1):
+    block_scalar: int | None = None  # inside `key: |` content: lines indented deeper than this
+    for number, line in enumerate(text.split("\n"), start=1):
         stripped = line.lstrip(" ")
-        if flow == 0 and quote is None and stripped and not stripped.startswith("#"):
-            indent = len(line) - len(stripped)
+        indent = len(line) - len(stripped)
+        if block_scalar is not None:
+            if not stripped.strip() or indent > block_scalar:
+                continue  # text of a literal or folded scalar, not structure
+            block_scalar = None
+        if flow == 0 and stripped and not stripped.startswith("#"):
             while stack and stack[-1] >= indent:
                 stack.pop()
             stack.append(indent)
@@ -213,9 +219,7 @@ def _yaml_too_deep(text: str) -> Span | None:
             base = len(stack) + dashes
             if base > MAX_NESTING:
                 return Span.point(number, indent + 1)
-        if not count_brackets:
-            continue
-        previous = " "
+        significant = ""  # the last non-blank character outside quotes on this line
         escaped = False
         for column, char in enumerate(line, start=1):
             if quote is not None:
@@ -225,17 +229,23 @@ def _yaml_too_deep(text: str) -> Span | None:
                     escaped = True
                 elif char == quote:
                     quote = None
-            elif char in "'\"" and previous in " \t[{,:":
-                quote = char
-            elif char == "#" and previous in " \t":
+                    significant = char
+                continue
+            if char in " \t":
+                continue
+            if char == "#" and (column == 1 or line[column - 2] in " \t"):
                 break
+            if char in "'\"" and significant in ("", ":", "-", "[", "{", ",", "?"):
+                quote = char  # a quoted scalar starts only where a scalar can start
+            elif char in "|>" and flow == 0 and significant in ("", ":", "-"):
+                block_scalar = indent
             elif char in "[{":
                 flow += 1
                 if base + flow > MAX_NESTING:
                     return Span.point(number, column)
             elif char in "]}":
                 flow = max(flow - 1, 0)
-            previous = char
+            significant = char
     return None
 
 
@@ -699,7 +709,7 @@ MAX_YAML_NODES = 100_000
 
 def parse_yaml(source: Source) -> Document:
     try:
-        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+        root = _compose(source)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         span = Span.point(mark.line + 1, mark.column + 1) if mark else None
@@ -738,6 +748,19 @@ def parse_yaml(source: Source) -> Document:
     if reader.errors:
         raise SpecError(source, reader.errors)
     return Document(source, "yaml", data, reader.spans)
+
+
+def _compose(source: Source) -> yaml.Node | None:
+    """`yaml.compose`, with the composer's recursion (one Python frame per level) reported as
+    E004 where it stopped, should the text scan of `check_nesting` ever under-count."""
+    loader = yaml.SafeLoader(source.text)
+    try:
+        return loader.get_single_node()
+    except RecursionError:
+        span = Span.point(loader.line + 1, loader.column + 1)
+        raise SpecError(source, [_too_deep(span)]) from None
+    finally:
+        loader.dispose()
 
 
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")

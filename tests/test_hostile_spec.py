@@ -377,6 +377,12 @@ def _deep_cases() -> dict[str, tuple[str, str]]:
             "dsl",
         ),
         "dsl_policy": (DSL + "policy {state = " + "[" * 600 + "s" + "]" * 600 + "}\n", "dsl"),
+        # Text the scan could misread: a quote inside a plain scalar, a block scalar, `#` in a
+        # string; the last one is caught by the composer's RecursionError fallback.
+        "yaml_quote_in_plain": (YAML + "x: a '\ny: " + "[" * deep + "]" * deep + "\n", "yaml"),
+        "yaml_block_scalar": (YAML + "x: |\n  'a\ny: " + "[" * deep + "]" * deep + "\n", "yaml"),
+        "yaml_hash_in_string": (YAML + 'x: ["a #", ' + "[" * deep + "]" * deep + "]\n", "yaml"),
+        "yaml_continuation": (YAML + "x: a\n  'b\ny: " + "[" * deep + "]" * deep + "\n", "yaml"),
     }
 
 
