@@ -9,6 +9,7 @@ shapes the slate.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import yaml
@@ -30,6 +31,8 @@ def format_number(value: float | int) -> str:
         raise TypeError("booleans are not numbers in a spec")
     if isinstance(value, int):
         return str(value)  # an int is never routed through a float: no digit is ever lost
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0.0"  # `0` would read back as +0.0: keep the sign, as repr does
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))

@@ -512,7 +512,7 @@ def _numbers_spec(values: list[float]) -> str:
 
 def test_yaml_dsl_yaml_keeps_every_value_exact() -> None:
     values = [0.1, 1e-07, 123456.789, 2.5e-300, 999999999.9999999, 1 / 3, -7.000000000000001]
-    values += [987654321.0, 5e-324, 1e9, -1e9, 0.30000000000000004]
+    values += [987654321.0, 5e-324, 1e9, -1e9, 0.30000000000000004, -0.0]
     loaded = load_text(_numbers_spec(values), "yaml")
     dsl_text = to_dsl(loaded.spec, loaded.document)
     via_dsl = load_text(dsl_text, "dsl")
