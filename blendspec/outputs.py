@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -125,9 +126,14 @@ def _clash(a: _Resolved, b: _Resolved) -> str | None:
     """How output `a` would destroy `b` (an input, or an earlier output), or None."""
     if a.real == b.real or (a.inode is not None and a.inode == b.inode):
         return "the same file as" if not b.is_dir else "the same folder as"
-    if _inside(a.real, b.real) or (b.is_dir and b.inode in _ancestors_inodes(a.real)):
+    # Lexically under a path that is a file is no clash (the write fails: not a directory).
+    if (_inside(a.real, b.real) and (b.is_dir or b.inode is None)) or (
+        b.is_dir and b.inode in _ancestors_inodes(a.real)
+    ):
         return "inside"
-    if _inside(b.real, a.real) or (a.is_dir and a.inode in _ancestors_inodes(b.real)):
+    if (_inside(b.real, a.real) and (a.is_dir or a.inode is None)) or (
+        a.is_dir and a.inode in _ancestors_inodes(b.real)
+    ):
         return "a folder holding"
     return None
 
@@ -163,28 +169,28 @@ def guard_paths(
 
 
 def check_writable(label: str, path: Path, *, folder: bool = False) -> None:
-    """Fail now, before any work, if `path` cannot be written: a folder where a file goes (or
-    a file where a folder goes), a read-only or missing-permission folder, a parent that is a
-    file. Creates the parent folders (as the write would) and probes them with a temporary file
-    of the recognisable name, removed at once."""
+    """Fail now, before any work, if `path` cannot be written: a folder where a file goes, a
+    read-only or forbidden folder, a file or a symlink loop where a folder goes. Probes the
+    nearest existing folder above `path` (the write creates the rest there) with a temporary
+    file of the recognisable name, removed at once; creates nothing else, so a command that
+    then fails on its spec leaves no folder behind. (A file where a shard folder goes is
+    the shard writer's to judge: see `blend simulate --overwrite`.)"""
     path = Path(path)
+    shown = f"{label} {display_path(path)}"
     try:
         if not folder and path.is_dir():
-            raise OutputError(
-                f"cannot write {label} {display_path(path)}: {os.strerror(errno.EISDIR)}"
-            )
-    except ValueError:  # embedded NUL byte
-        raise OutputError(f"cannot write {label} {display_path(path)}: invalid path") from None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / temporary_name(path, ".probe")
+            raise OutputError(f"cannot write {shown}: {os.strerror(errno.EISDIR)}")
+        parent = next((p for p in path.parents if os.path.lexists(p)), Path("."))
+        if not stat.S_ISDIR(os.stat(parent).st_mode):
+            raise OutputError(f"cannot write {shown}: {os.strerror(errno.ENOTDIR)}")
+        probe = parent / temporary_name(path, ".probe")
         descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"cannot write {label} {display_path(path)}: {_reason(error)}") from None
-    except ValueError:
-        raise OutputError(f"cannot write {label} {display_path(path)}: invalid path") from None
+        raise OutputError(f"cannot write {shown}: {_reason(error)}") from None
+    except ValueError:  # an embedded NUL byte
+        raise OutputError(f"cannot write {shown}: invalid path (it holds a NUL byte)") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -335,9 +335,21 @@ def test_out_that_is_a_folder_is_refused_before_blending(
     result = blend("run", work / "small.blend", "--candidates", work / "dump.parquet",
                    "-o", work / "slates")  # fmt: skip
     assert_refused(result, str(work / "slates"), os.strerror(errno.EISDIR))
+    ads = SPECS / "ads.blend"
     for args in (["simulate", "-o", work / "slates", "--requests", "1"],
-                 ["fmt", work / "small.blend", "--to", "yaml", "-o", work / "slates"]):  # fmt: skip
+                 ["fmt", work / "small.blend", "--to", "yaml", "-o", work / "slates"],
+                 ["export", work / "small.blend", "-o", work / "slates"],
+                 ["policy", "train", "--spec", ads, "--logs", work / "l.parquet",
+                  "-o", work / "slates"],
+                 ["policy", "report", "--spec", ads, "--logs", work / "l.parquet",
+                  "--simulate", "5", "--html", work / "slates"]):  # fmt: skip
         assert_refused(blend(*args), str(work / "slates"), os.strerror(errno.EISDIR))
+    # A file where a folder of the path goes; and nothing is created for a refused command.
+    under_a_file = work / "dump.parquet" / "s.parquet"
+    result = blend("run", work / "small.blend", "--candidates", work / "dump.parquet",
+                   "-o", work / "new" / "s.parquet", "--metrics", under_a_file)  # fmt: skip
+    assert_refused(result, str(under_a_file), os.strerror(errno.ENOTDIR))
+    assert not (work / "new").exists()
 
 
 def test_read_only_folder_is_one_line(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
