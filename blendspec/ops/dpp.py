@@ -27,6 +27,7 @@ from blendspec.ops.constraints import ConstraintState, GreedyConstraints
 _TINY = 1e-300
 _NEG_INF = float("-inf")  # floor of d^2 before the log: keeps exhausted candidates finite (~ -690)
 _DT = torch.float64
+_NOISE = 1e-13  # a conditional variance below this fraction of S_jj is float64 rounding noise
 
 
 def dpp(
@@ -129,7 +130,7 @@ def dpp(
             if t == slate_length - 1:
                 break
             if window is None:
-                _chen_step(buf, rows, c_index, d2, j, t, n_rows)
+                _chen_step(buf, rows, c_index, d2, diag, j, t, n_rows)
             else:
                 _window_step(buf, rows, d2, diag, j, n_rows, window, window_cols, window_picks)
         return sel.finish(stopped)
@@ -138,15 +139,33 @@ def dpp(
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
 
 
+def _pivot(d2: Tensor, diag: Tensor, j: Tensor) -> Tensor:
+    """d_j, or +inf (e = 0: the pick adds no direction) where d_j^2 is float64 rounding noise.
+
+    With an epsilon below that noise (1e-300, say) the early stop never comes, and dividing by
+    the square root of noise blows the factor up to inf and then NaN within a few steps.
+    """
+    d2_j = d2.gather(1, j)
+    d_j = d2_j.clamp_min(_TINY).sqrt_()
+    return d_j.masked_fill_(d2_j <= diag.gather(1, j) * _NOISE, float("inf"))
+
+
 def _chen_step(
-    buf: Tensor, rows: RowGather, c_index: Tensor, d2: Tensor, j: Tensor, t: int, n_rows: int
+    buf: Tensor,
+    rows: RowGather,
+    c_index: Tensor,
+    d2: Tensor,
+    diag: Tensor,
+    j: Tensor,
+    t: int,
+    n_rows: int,
 ) -> None:
     """Append pick j: e_i = (S_ji - <c_j, c_i>) / d_j, c_i <- [c_i, e_i], d_i^2 -= e_i^2."""
     lo = n_rows - t  # rows lo .. n_rows-1 hold c_{t-1} .. c_0
     c_j = torch.take(buf, c_index[:, lo:] + j)
     coef = torch.cat([c_j.neg_(), rows(j)], 1).unsqueeze(1)
     num = torch.bmm(coef, buf[:, lo:]).squeeze(1)  # S_ji - <c_j, c_i>
-    d_j = d2.gather(1, j).clamp_min_(_TINY).sqrt_()
+    d_j = _pivot(d2, diag, j)
     e = buf.select(1, lo - 1)
     torch.div(num, d_j, out=e)
     d2.addcmul_(e, e, value=-1.0)
@@ -183,7 +202,7 @@ def _window_step(
             c_prev = c_rows[:, n_rows - k :]  # c_{k-1} .. c_0 (reverse order)
             c_pk = c_prev.gather(2, pk.view(b, 1, 1).expand(b, k, 1)).transpose(1, 2)
             num = kcol - torch.bmm(c_pk, c_prev).squeeze(1)
-        d_k = d2.gather(1, pk).clamp_min(_TINY).sqrt_()
+        d_k = _pivot(d2, diag, pk)
         e = num / d_k
         buf[:, n_rows - 1 - k] = e
         d2.addcmul_(e, e, value=-1.0)

@@ -18,6 +18,13 @@ With ``b = v_j = phi_j - sum_k C[k, j] b_k`` and o the basis evicted by this pus
 
 and ``nv2`` follows ``||v + c b||^2 = ||v||^2 + 2 c <v, b> + c^2 ||b||^2``. Two MKL calls per step
 read the buffer once; everything else is a handful of elementwise passes over N.
+
+The state is float64 (issue 14). Once the window spans phi (rank <= w: low-dimensional features,
+category one-hots, duplicates) the residuals shrink to nothing, and ``<v_i, b>`` and ``||v_i||^2``
+become differences of nearly equal inner products of size ``||phi||^2``: in float32 that leaves
+an absolute error of ~1e-7 in ``||v_i||^2``, ~3e-4 in ``||v_i||`` after the square root, and
+eviction can no longer restore what was projected out. In float64 the same algebra follows the
+explicit-residual recurrence to ~1e-8 in the score. Scores stay float32 (the operator's dtype).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from blendspec.ops.constraints import ConstraintState, GreedyConstraints
 
 VARIANTS = ("stabilized", "volume")
 _NORM2_FLOOR = 1e-30
+_DT = torch.float64
 
 
 def ssd(
@@ -52,13 +60,17 @@ def ssd(
     """SSD greedy selection: ``theta r_i + (1 - theta) gamma ||v_i|| - penalties`` per step.
 
     ``features`` is phi ``[B, N, D]`` (``feature_map(..., bias=True)``). The first pick uses
-    ``theta r_i - penalties``. ``variant="volume"`` multiplies the residual norm by the product of
-    the window's basis norms (the volume of the window extended by i), the paper's original form.
+    ``theta r_i - penalties`` (``r_i - penalties`` at theta = 0, where ``theta r_i`` would tie
+    every candidate, DESIGN §3.3). ``variant="volume"`` multiplies the residual norm by the
+    product of the window's basis norms (the volume of the window extended by i), the paper's
+    original form.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown SSD variant {variant!r}; expected one of {VARIANTS}")
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"SSD window must be an int >= 1, got {window!r}")
+    if not float(epsilon) >= 0.0:
+        raise ValueError(f"SSD epsilon must be >= 0, got {epsilon!r}")
     p = prepare(relevance, mask, constraints, slate_length, features)
     if p.n == 0:
         return empty_selection(p.batch, slate_length, mask.device, trace_names=p.trace_names(trace))
@@ -91,37 +103,43 @@ def ssd(
         b, width = valid.shape
         state = ConstraintState(cons, slate_length, torch.float32)
         sel = Selector(valid, torch.float32, p.trace_names(trace), cons.has_caps)
-        buf = workspace("buf", (b, rows, width), torch.float32)  # [-C; P; phi^T]
+        buf = workspace("buf", (b, rows, width), _DT)  # [-C; P; phi^T]
         buf[:, : 2 * w] = 0.0
         phi_t = buf[:, 2 * w :]
         load_transposed(phi_t, features[sl], valid)
-        squares = torch.mul(phi_t, phi_t, out=workspace("scratch", phi_t.shape, torch.float32))
+        squares = torch.mul(phi_t, phi_t, out=workspace("scratch", phi_t.shape, _DT))
         # ||v_i||^2 = ||phi_i||^2 before any pick. Reduced over the outer (feature) axis, which
         # accumulates in feature order: trailing zero columns (a wider one-hot block in a bigger
         # batch) cannot change the bits, unlike a vectorised reduction along a row.
         nv2s = squares.sum(1).mul_(scale)
-        step = _Step(buf, RowGather(features[sl], torch.float32), w, eps, scale)
+        f64 = workspace("rows", tuple(features[sl].shape), _DT)
+        step = _Step(buf, RowGather(f64.copy_(features[sl]), _DT), w, eps, scale)
         rel_raw = r * theta_f
         rel = sel.track(rel_raw)
+        # The first pick at theta = 0 is by relevance itself, not theta r_i = 0 (a tie of all).
+        first_raw = r if theta_f == 0.0 else rel_raw
         for t in range(slate_length):
             pens = state.penalties(t)
             if t == 0 or div_coef == 0.0:
                 div = None
-                score = rel
+                score = first_raw + sel.bias if t == 0 and theta_f == 0.0 else rel
             else:
                 # sqrt(0) takes a slow path in this build; a floor of 1e-30 (a norm of 1e-15) is
                 # indistinguishable and keeps equal inputs equal.
-                div = nv2s.clamp_min(_NORM2_FLOOR).sqrt_()
+                div64 = nv2s.clamp_min(_NORM2_FLOOR).sqrt_()
                 if volume:
-                    div.mul_(step.volume(min(t, w)))
+                    div64.mul_(step.volume(min(t, w)))
+                div = div64.to(torch.float32)
                 score = torch.add(rel, div, alpha=sign)
             for pen in pens:
                 score = score - pen
 
-            def parts(pens: list[Tensor] = pens, div: Tensor | None = div) -> dict[str, Tensor]:
+            def parts(
+                pens: list[Tensor] = pens, div: Tensor | None = div, t: int = t
+            ) -> dict[str, Tensor]:
                 diversity = torch.zeros_like(rel_raw) if div is None else div * sign
                 return {
-                    "relevance": rel_raw,
+                    "relevance": first_raw if t == 0 else rel_raw,
                     "diversity": diversity,
                     **dict(zip(state.names, pens, strict=True)),
                 }
@@ -133,7 +151,7 @@ def ssd(
             step.push(nv2s, j, t)
         return sel.finish()
 
-    bytes_per_request = rows * p.width * 4
+    bytes_per_request = rows * p.width * 8
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
 
 
@@ -203,9 +221,12 @@ class _Step:
             small = torch.bmm(self.coef_b0, self.c_part)
         torch.sub(vb, small.select(1, 0), out=self.p_rows[slot])  # P row of the new basis
         neg_denom = nbb.neg().sub_(self.eps)  # -(||b||^2 + eps)
+        if self.eps == 0.0:
+            # A zero basis (a zero residual picked with eps = 0) projects nothing out: c = -0.
+            neg_denom.masked_fill_(neg_denom == 0.0, float("-inf"))
         neg_c = torch.div(vb, neg_denom, out=self.neg_c_rows[slot])  # -c
-        # ||v - c b||^2 = ||v||^2 - c^2 (||b||^2 + 2 eps)
-        nv2s.addcmul_(neg_c * neg_denom.sub_(self.eps).mul_(scale), neg_c)
+        # ||v - c b||^2 = ||v||^2 - c (2 <v, b> - c ||b||^2) (= ||v||^2 - c^2 (||b||^2 + 2 eps))
+        nv2s.addcmul_(neg_c, torch.addcmul(vb, neg_c, nbb, value=0.5), value=2.0 * scale)
         g_slot.copy_(nbb.view(-1))
         self.gram_rows[slot].copy_(g)
         self.gram_cols[slot].copy_(g)

@@ -290,7 +290,8 @@ def ssd(
 
     def base(t, slate, allowed):
         if not win:
-            return theta * r, np.zeros(n)
+            # The empty window: theta r_i, or r_i itself at theta = 0 (§3.3's first pick).
+            return (r.copy() if theta == 0 else theta * r), np.zeros(n)
         norms2 = np.array([dot(v[i], v[i]) for i in range(n)])
         norms = np.sqrt(np.maximum(norms2, 0.0))
         hi = np.sqrt(norms2 + delta)
@@ -314,9 +315,10 @@ def ssd(
             for i in unselected:
                 v[i] = v[i] + c_old[i] * b_old
         cvec = np.zeros(n)
-        nb = dot(b, b)
+        denom = dot(b, b) + epsilon
         for i in unselected:
-            cvec[i] = dot(v[i], b) / (nb + epsilon)
+            # A zero basis (a zero residual picked with epsilon = 0) projects nothing out.
+            cvec[i] = dot(v[i], b) / denom if denom > 0 else 0.0
         for i in unselected:
             v[i] = v[i] - cvec[i] * b
         win.append((b, cvec))
@@ -384,14 +386,15 @@ def mmr(
     lam: float,
     follow=None,
 ) -> RefResult:
-    """lam r_i - (1 - lam) max_{j in S} S_ij; the first pick is the argmax of lam r_i."""
+    """lam r_i - (1 - lam) max_{j in S} S_ij; the first pick is the argmax of lam r_i (of r_i
+    itself at lam = 0, where lam r_i would tie everything)."""
     r = np.asarray(r, np.float64)
     n = len(r)
     s_scale = max([abs(s[i, i]) for i in range(n) if valid[i]] + [1.0])
 
     def base(t, slate, allowed):
         if not slate:
-            return lam * r, np.zeros(n)
+            return (r.copy() if lam == 0 else lam * r), np.zeros(n)
         out = np.array(
             [math.fsum([lam * r[i], -(1.0 - lam) * max(s[i, j] for j in slate)]) for i in range(n)]
         )

@@ -322,7 +322,8 @@ static void plane_views(void *steps, size_t elem, int n_planes, int b, int B, in
         out[q] = (char *)steps + (((size_t)q * B + b) * T) * np * elem;
 }
 
-/* MMR (DESIGN 3.7): lam r_i - (1 - lam) max_{j in S} <phi_i, phi_j> - penalties. */
+/* MMR (DESIGN 3.7): lam r_i - (1 - lam) max_{j in S} <phi_i, phi_j> - penalties; the first
+   pick is the argmax of lam r_i - penalties (r_i - penalties at lam = 0). */
 int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *relevance,
               const uint8_t *valid, const float *features, const Constraints *c, int64_t *indices,
               float *scores, int64_t *forced_out, float *steps) {
@@ -345,9 +346,12 @@ int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *releva
             const float *r = relevance + (size_t)b * np;
             const float *phi = features + (size_t)b * N * D;
             load_f(phi, st.eligible, N, D, phi_t, sim);
-            for (int i = 0; i < np; i++) rel[i] = r[i] * lam;
+            /* The first pick at lam = 0 is by relevance itself (lam r_i would tie everything). */
+            for (int i = 0; i < np; i++) rel[i] = lam == 0.0f ? r[i] : r[i] * lam;
             float sim_coef = 1.0f - lam;
             for (int t = 0; t < T; t++) {
+                if (t == 1 && lam == 0.0f)
+                    for (int i = 0; i < np; i++) rel[i] = r[i] * lam;
                 for (int i = 0; i < np; i++) score[i] = t ? rel[i] + (-sim_coef) * max_sim[i] : rel[i];
                 if (steps)
                     for (int i = 0; i < np; i++) div[i] = t ? max_sim[i] * -sim_coef : 0.0f;
@@ -375,121 +379,310 @@ int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *releva
 /* SSD (DESIGN 3.3) in kernel space, as ops/ssd.py (whose docstring derives the updates):
    theta r_i + (1 - theta) gamma ||v_i|| - penalties, the norm times the window's basis norms
    for the volume variant. Rows: negC [w, N] (-c_k[i]), P [w, N] (<phi_i, b_k>), phi_t [D, N]
-   in one buffer, so that <v_i, b> is one accumulation over [g, -c_j, phi_j]. */
+   in one buffer, so that <v_i, b> is one accumulation over [g, -c_j, phi_j].
+
+   Exactness (issue 14): once the window spans phi (rank <= w, duplicates, category one-hots) the
+   residuals vanish and ||v_i||^2, <v_i, b> become differences of nearly equal inner products of
+   size ||phi_i||^2. In float32 that leaves ~1e-7 absolute error in ||v_i||^2, ~3e-4 in the norm,
+   and eviction no longer restores what it projected out; in float64 the same algebra follows
+   the explicit-residual recurrence. Carrying everything in float64 costs ~2x the one O(N D)
+   product per step, so a request first runs in float32 and watches every eligible residual:
+   while ||v_i||^2 >= tau ||phi_i||^2 (tau = ops/_native.py's SSD_TAU) the float32 error in the norm stays at the level of
+   float32 relevance (~1e-6 relative); the first step where one falls below it, the request is
+   rerun in float64 from the start (ssd_request_d). Random high-dimensional features never
+   trip it; the hard regime always does, and pays the float64 price there only. Features of at
+   most w dimensions go straight to float64 (the window spans them after D picks). Returns of
+   ssd_request_*: 0 done, 1 tripped (float32 only), -1 out of memory. */
+
+static int ssd_request_f(State *st, int N, int np, int D, int T, int w, float theta,
+                           float div_coef, float eps_f, int volume, const float *r,
+                           const float *phi, float **planes, double tau) {
+    int n = at_least_one(N), status = 0;
+    float scale = div_coef != 0.0f ? (float)div_coef * (float)div_coef : (float)1;
+    float inv_scale = (float)1 / scale, eps = (float)eps_f;
+    float sign = div_coef >= 0 ? 1.0f : -1.0f;
+    float *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(float));
+    float *nv2 = calloc(np, sizeof(float)), *sq = calloc(np, sizeof(float));
+    float *row0 = malloc(sizeof(float) * n), *vb = malloc(sizeof(float) * n);
+    float *u = malloc(sizeof(float) * n), *coef = malloc(sizeof(float) * (2 * w + D + 1));
+    float *gram = calloc((size_t)w * w, sizeof(float)), *g = malloc(sizeof(float) * w);
+    float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
+    float *div = calloc(np, sizeof(float));
+    if (!buf || !nv2 || !sq || !row0 || !vb || !u || !coef || !gram || !g || !rel || !score ||
+        !div) {
+        status = -1;
+        goto done;
+    }
+    float *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
+    load_f(phi, st->eligible, N, D, phi_t, nv2);
+    for (int i = 0; i < N; i++) {
+        nv2[i] *= scale;
+        sq[i] = nv2[i];
+    }
+    /* The first pick at theta = 0 is by relevance itself (theta r_i would tie every candidate). */
+    for (int i = 0; i < np; i++) rel[i] = theta == 0.0f ? r[i] : r[i] * theta;
+    for (int t = 0; t < T; t++) {
+        if (t == 1 && theta == 0.0f)
+            for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
+        int plain = t == 0 || div_coef == 0.0f;
+        if (!plain) {
+            float vol = 1;
+            if (volume) {
+                int m = t < w ? t : w;
+                for (int k = 0; k < m; k++) {
+                    float gk = gram[k * w + k];
+                    vol *= sqrtf(gk > 0 ? gk : (float)0);
+                }
+            }
+            for (int i = 0; i < np; i++) {
+                /* The float32 pass stops where a residual has shrunk below tau of its feature
+                   norm: from there its norm is a difference of nearly equal float32 sums. */
+                if (tau > 0 && st->eligible[i] && !(nv2[i] >= tau * sq[i])) {
+                    status = 1;
+                    goto done;
+                }
+                float v = nv2[i] > (float)1e-30 ? nv2[i] : (float)1e-30;
+                float x = sqrtf(v);
+                if (volume) x *= vol;
+                div[i] = (float)x * sign;
+            }
+        }
+        for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
+        if (planes && plain) memset(div, 0, sizeof(float) * np);
+        int j = step_f(st, t, score, rel, div, planes);
+        if (j < 0) break;
+        if (t == T - 1 || div_coef == 0.0f) continue;
+        /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
+        int slot = t % w, evict = t >= w;
+        float nbb = nv2[j] * inv_scale;
+        if (!(nbb > 0)) nbb = 0;
+        for (int k = 0; k < w; k++) {
+            float s = p_rows[(size_t)k * n + j];
+            for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];
+            g[k] = s;
+        }
+        if (evict) g[slot] = 0;
+        for (int k = 0; k < w; k++) {
+            coef[k] = g[k];
+            coef[w + k] = neg_c[(size_t)k * n + j];
+        }
+        for (int k = 0; k < D; k++) coef[2 * w + k] = (float)phi[(size_t)j * D + k];
+        for (int i = 0; i < N; i++) row0[i] = 0;
+        accumulate_f(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */
+        memcpy(vb, row0, sizeof(float) * N);
+        accumulate_f(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */
+        if (evict) {
+            /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with
+               u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */
+            for (int k = 0; k < w; k++) coef[k] = -2 * gram[k * w + slot];
+            coef[slot] += gram[slot * w + slot];
+            for (int i = 0; i < N; i++) u[i] = -2 * p_rows[(size_t)slot * n + i];
+            accumulate_f(neg_c, n, coef, w, N, u);
+            const float *c_o = neg_c + (size_t)slot * n;
+            for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];
+        }
+        float neg_denom = -nbb - eps;
+        float shrink = (neg_denom - eps) * scale;
+        float *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;
+        if (neg_denom == 0) {
+            /* A zero basis (a zero residual picked with eps = 0) projects nothing out. */
+            for (int i = 0; i < N; i++) {
+                p_new[i] = vb[i] - row0[i];
+                c_new[i] = 0;
+            }
+        } else {
+            for (int i = 0; i < N; i++) {
+                p_new[i] = vb[i] - row0[i];
+                float nc = vb[i] / neg_denom;
+                c_new[i] = nc;
+                nv2[i] += nc * shrink * nc;
+            }
+        }
+        g[slot] = nbb;
+        for (int k = 0; k < w; k++) {
+            gram[slot * w + k] = g[k];
+            gram[k * w + slot] = g[k];
+        }
+    }
+done:
+    free(buf);
+    free(nv2);
+    free(sq);
+    free(row0);
+    free(vb);
+    free(u);
+    free(coef);
+    free(gram);
+    free(g);
+    free(rel);
+    free(score);
+    free(div);
+    return status;
+}
+
+static int ssd_request_d(State *st, int N, int np, int D, int T, int w, float theta,
+                           float div_coef, float eps_f, int volume, const float *r,
+                           const float *phi, float **planes, double tau) {
+    int n = at_least_one(N), status = 0;
+    double scale = div_coef != 0.0f ? (double)div_coef * (double)div_coef : (double)1;
+    double inv_scale = (double)1 / scale, eps = (double)eps_f;
+    float sign = div_coef >= 0 ? 1.0f : -1.0f;
+    double *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(double));
+    double *nv2 = calloc(np, sizeof(double)), *sq = calloc(np, sizeof(double));
+    double *row0 = malloc(sizeof(double) * n), *vb = malloc(sizeof(double) * n);
+    double *u = malloc(sizeof(double) * n), *coef = malloc(sizeof(double) * (2 * w + D + 1));
+    double *gram = calloc((size_t)w * w, sizeof(double)), *g = malloc(sizeof(double) * w);
+    float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
+    float *div = calloc(np, sizeof(float));
+    if (!buf || !nv2 || !sq || !row0 || !vb || !u || !coef || !gram || !g || !rel || !score ||
+        !div) {
+        status = -1;
+        goto done;
+    }
+    double *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
+    load_d(phi, st->eligible, N, D, phi_t, nv2);
+    for (int i = 0; i < N; i++) {
+        nv2[i] *= scale;
+        sq[i] = nv2[i];
+    }
+    /* The first pick at theta = 0 is by relevance itself (theta r_i would tie every candidate). */
+    for (int i = 0; i < np; i++) rel[i] = theta == 0.0f ? r[i] : r[i] * theta;
+    for (int t = 0; t < T; t++) {
+        if (t == 1 && theta == 0.0f)
+            for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
+        int plain = t == 0 || div_coef == 0.0f;
+        if (!plain) {
+            double vol = 1;
+            if (volume) {
+                int m = t < w ? t : w;
+                for (int k = 0; k < m; k++) {
+                    double gk = gram[k * w + k];
+                    vol *= sqrt(gk > 0 ? gk : (double)0);
+                }
+            }
+            for (int i = 0; i < np; i++) {
+                /* The float32 pass stops where a residual has shrunk below tau of its feature
+                   norm: from there its norm is a difference of nearly equal float32 sums. */
+                if (tau > 0 && st->eligible[i] && !(nv2[i] >= tau * sq[i])) {
+                    status = 1;
+                    goto done;
+                }
+                double v = nv2[i] > (double)1e-30 ? nv2[i] : (double)1e-30;
+                double x = sqrt(v);
+                if (volume) x *= vol;
+                div[i] = (float)x * sign;
+            }
+        }
+        for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
+        if (planes && plain) memset(div, 0, sizeof(float) * np);
+        int j = step_f(st, t, score, rel, div, planes);
+        if (j < 0) break;
+        if (t == T - 1 || div_coef == 0.0f) continue;
+        /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
+        int slot = t % w, evict = t >= w;
+        double nbb = nv2[j] * inv_scale;
+        if (!(nbb > 0)) nbb = 0;
+        for (int k = 0; k < w; k++) {
+            double s = p_rows[(size_t)k * n + j];
+            for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];
+            g[k] = s;
+        }
+        if (evict) g[slot] = 0;
+        for (int k = 0; k < w; k++) {
+            coef[k] = g[k];
+            coef[w + k] = neg_c[(size_t)k * n + j];
+        }
+        for (int k = 0; k < D; k++) coef[2 * w + k] = (double)phi[(size_t)j * D + k];
+        for (int i = 0; i < N; i++) row0[i] = 0;
+        accumulate_d(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */
+        memcpy(vb, row0, sizeof(double) * N);
+        accumulate_d(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */
+        if (evict) {
+            /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with
+               u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */
+            for (int k = 0; k < w; k++) coef[k] = -2 * gram[k * w + slot];
+            coef[slot] += gram[slot * w + slot];
+            for (int i = 0; i < N; i++) u[i] = -2 * p_rows[(size_t)slot * n + i];
+            accumulate_d(neg_c, n, coef, w, N, u);
+            const double *c_o = neg_c + (size_t)slot * n;
+            for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];
+        }
+        double neg_denom = -nbb - eps;
+        double shrink = (neg_denom - eps) * scale;
+        double *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;
+        if (neg_denom == 0) {
+            /* A zero basis (a zero residual picked with eps = 0) projects nothing out. */
+            for (int i = 0; i < N; i++) {
+                p_new[i] = vb[i] - row0[i];
+                c_new[i] = 0;
+            }
+        } else {
+            for (int i = 0; i < N; i++) {
+                p_new[i] = vb[i] - row0[i];
+                double nc = vb[i] / neg_denom;
+                c_new[i] = nc;
+                nv2[i] += nc * shrink * nc;
+            }
+        }
+        g[slot] = nbb;
+        for (int k = 0; k < w; k++) {
+            gram[slot * w + k] = g[k];
+            gram[k * w + slot] = g[k];
+        }
+    }
+done:
+    free(buf);
+    free(nv2);
+    free(sq);
+    free(row0);
+    free(vb);
+    free(u);
+    free(coef);
+    free(gram);
+    free(g);
+    free(rel);
+    free(score);
+    free(div);
+    return status;
+}
+
+/* tau > 0: float32 with the float64 fall-back above; tau <= 0: float64 only. */
 int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_coef, float eps,
-              int volume, const float *relevance, const uint8_t *valid, const float *features,
-              const Constraints *c, int64_t *indices, float *scores, int64_t *forced_out,
-              float *steps) {
+              int volume, double tau, const float *relevance, const uint8_t *valid,
+              const float *features, const Constraints *c, int64_t *indices, float *scores,
+              int64_t *forced_out, float *steps) {
     int n_planes = 4 + n_penalties(c);
     if (n_planes > MAX_PLANES || w < 1) return -1;
-    float scale = div_coef != 0.0f ? div_coef * div_coef : 1.0f;
-    float inv_scale = 1.0f / scale;
-    float sign = div_coef >= 0 ? 1.0f : -1.0f;
     int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int b = 0; b < B; b++) {
         State st;
         float *planes[MAX_PLANES];
         if (steps) plane_views(steps, sizeof(float), n_planes, b, B, T, np, (void **)planes);
-        int n = at_least_one(N);
-        float *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(float));
-        float *nv2 = calloc(np, sizeof(float)), *row0 = malloc(sizeof(float) * n);
-        float *vb = malloc(sizeof(float) * n), *coef = malloc(sizeof(float) * (2 * w + D + 1));
-        float *gram = calloc((size_t)w * w, sizeof(float)), *g = malloc(sizeof(float) * w);
-        float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
-        float *div = calloc(np, sizeof(float));
-        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !buf || !nv2 || !row0 ||
-            !vb || !coef || !gram || !g || !rel || !score || !div) {
+        const float *r = relevance + (size_t)b * np;
+        const float *phi = features + (size_t)b * N * D;
+        float **pl = steps ? planes : NULL;
+        int status = -1;
+        if (state_init(&st, c, b, B, np, T, valid, indices, scores)) {
+            int direct = !(tau > 0) || (D <= w && T > D);
+            status = direct ? 1
+                            : ssd_request_f(&st, N, np, D, T, w, theta, div_coef, eps, volume, r,
+                                            phi, pl, tau);
+            if (status == 1) {
+                state_free(&st);
+                status = -1;
+                if (state_init(&st, c, b, B, np, T, valid, indices, scores))
+                    status = ssd_request_d(&st, N, np, D, T, w, theta, div_coef, eps, volume, r,
+                                           phi, pl, 0.0);
+            }
+        }
+        if (status != 0) {
             failed = 1;
         } else {
-            const float *r = relevance + (size_t)b * np;
-            const float *phi = features + (size_t)b * N * D;
-            float *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
-            load_f(phi, st.eligible, N, D, phi_t, nv2);
-            for (int i = 0; i < N; i++) nv2[i] *= scale;
-            for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
-            for (int t = 0; t < T; t++) {
-                int plain = t == 0 || div_coef == 0.0f;
-                if (!plain) {
-                    float vol = 1.0f;
-                    if (volume) {
-                        int m = t < w ? t : w;
-                        for (int k = 0; k < m; k++) {
-                            float gk = gram[k * w + k];
-                            vol *= sqrtf(gk > 0.0f ? gk : 0.0f);
-                        }
-                    }
-                    for (int i = 0; i < np; i++) {
-                        float v = nv2[i] > 1e-30f ? nv2[i] : 1e-30f;
-                        div[i] = sqrtf(v);
-                        if (volume) div[i] *= vol;
-                        div[i] *= sign;
-                    }
-                }
-                for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
-                if (steps && plain) memset(div, 0, sizeof(float) * np);
-                int j = step_f(&st, t, score, rel, div, steps ? planes : NULL);
-                if (j < 0) break;
-                if (t == T - 1 || div_coef == 0.0f) continue;
-                /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
-                int slot = t % w, evict = t >= w;
-                float nbb = nv2[j] * inv_scale;
-                if (!(nbb > 0.0f)) nbb = 0.0f;
-                for (int k = 0; k < w; k++) {
-                    float s = p_rows[(size_t)k * n + j];
-                    for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];
-                    g[k] = s;
-                }
-                if (evict) g[slot] = 0.0f;
-                for (int k = 0; k < w; k++) {
-                    coef[k] = g[k];
-                    coef[w + k] = neg_c[(size_t)k * n + j];
-                }
-                memcpy(coef + 2 * w, phi + (size_t)j * D, sizeof(float) * D);
-                for (int i = 0; i < N; i++) row0[i] = 0.0f;
-                accumulate_f(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */
-                memcpy(vb, row0, sizeof(float) * N);
-                accumulate_f(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */
-                if (evict) {
-                    /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with
-                       u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */
-                    float *u = div; /* free until the next step's scores */
-                    for (int k = 0; k < w; k++) coef[k] = -2.0f * gram[k * w + slot];
-                    coef[slot] += gram[slot * w + slot];
-                    for (int i = 0; i < N; i++) u[i] = -2.0f * p_rows[(size_t)slot * n + i];
-                    accumulate_f(neg_c, n, coef, w, N, u);
-                    const float *c_o = neg_c + (size_t)slot * n;
-                    for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];
-                }
-                float neg_denom = -nbb - eps;
-                float shrink = (neg_denom - eps) * scale;
-                float *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;
-                for (int i = 0; i < N; i++) {
-                    p_new[i] = vb[i] - row0[i];
-                    float nc = vb[i] / neg_denom;
-                    c_new[i] = nc;
-                    nv2[i] += nc * shrink * nc;
-                }
-                g[slot] = nbb;
-                for (int k = 0; k < w; k++) {
-                    gram[slot * w + k] = g[k];
-                    gram[k * w + slot] = g[k];
-                }
-            }
             state_finish(&st, forced_out);
             if (steps) record_rest_f(st.filled, T, np, n_planes, planes);
         }
         state_free(&st);
-        free(buf);
-        free(nv2);
-        free(row0);
-        free(vb);
-        free(coef);
-        free(gram);
-        free(g);
-        free(rel);
-        free(score);
-        free(div);
     }
     return failed ? -1 : 0;
 }
@@ -498,6 +691,14 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
 static const double *phi_j(const float *phi, int j, int d, double *out) {
     for (int k = 0; k < d; k++) out[k] = (double)phi[(size_t)j * d + k];
     return out;
+}
+
+/* d_j, or +inf (e = 0: the pick adds no direction) where d_j^2 is float64 rounding noise, as
+   ops/dpp.py's _pivot: an epsilon below the noise never stops the request, and dividing by the
+   root of noise would take the factor to inf and NaN. */
+static double pivot(double d2_j, double diag_j) {
+    if (d2_j <= diag_j * 1e-13) return INFINITY;
+    return sqrt(d2_j > 1e-300 ? d2_j : 1e-300);
 }
 
 /* DPP (DESIGN 3.4), greedy MAP by Chen's incremental Cholesky on S = phi phi^T in float64, as
@@ -570,7 +771,7 @@ int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, 
                     accumulate_d(phi_t, n, phi_j(phi, j, D, coef), D, N, num);
                     for (int m = 0; m < t; m++) coef[m] = -crow[(size_t)m * n + j];
                     accumulate_d(crow, n, coef, t, N, num);
-                    double d_j = sqrt(d2[j] > tiny ? d2[j] : tiny);
+                    double d_j = pivot(d2[j], diag[j]);
                     double *e = crow + (size_t)t * n;
                     for (int i = 0; i < N; i++) {
                         e[i] = num[i] / d_j;
@@ -593,7 +794,7 @@ int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, 
                         memcpy(num, cols + (size_t)k * n, sizeof(double) * N);
                         for (int m = 0; m < k; m++) coef[m] = -crow[(size_t)m * n + pk];
                         accumulate_d(crow, n, coef, k, N, num);
-                        double d_k = sqrt(d2[pk] > tiny ? d2[pk] : tiny);
+                        double d_k = pivot(d2[pk], diag[pk]);
                         double *e = crow + (size_t)k * n;
                         for (int i = 0; i < N; i++) {
                             e[i] = num[i] / d_k;
