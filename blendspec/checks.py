@@ -21,7 +21,7 @@ from blendspec.forms import (
     split_similarity,
     split_utility,
 )
-from blendspec.model import Dpp, Mmr, Spec, Ssd
+from blendspec.model import MAX_ACTIONS, Dpp, Mmr, Spec, Ssd
 from blendspec.syntax import BIDI_CONTROLS, Document, PathKey, char_name
 
 
@@ -313,6 +313,7 @@ def check_policy(ctx: CheckContext) -> Iterator[Diagnostic]:
             "set `source = policy` and a `grid` on the weights the policy should choose",
             key=True,
         )
+    yield from _action_grid_size(ctx)
     for i, name in enumerate(policy.state):
         yield from _input_ref(ctx, name, ("policy", "state", i), "features", "the policy state")
     if not spec.rewards:
@@ -344,6 +345,23 @@ def check_policy(ctx: CheckContext) -> Iterator[Diagnostic]:
         problem = policy_path_problem(policy.file, ctx.base_dir)
         if problem is not None:
             yield ctx.error("E307", problem[0], ("policy", "file"), problem[1])
+
+
+def _action_grid_size(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """The runtime holds per-request distributions over every action: 4 grids of 1,000 values
+    (10^12 actions) validated, then asked for 16 TB on the first request."""
+    count = 1
+    for name in ctx.spec.policy_weights:
+        count *= len(ctx.spec.weights[name].grid or ())
+        if count > MAX_ACTIONS:
+            yield ctx.error(
+                "E100",
+                f"the policy's action grid reaches {count:,} actions at `{name}` "
+                f"(at most {MAX_ACTIONS:,}: the product of the policy weights' grid sizes)",
+                ("weights", name, "grid"),
+                "use fewer grid values or fewer policy weights",
+            )
+            return
 
 
 def check_rewards(ctx: CheckContext) -> Iterator[Diagnostic]:

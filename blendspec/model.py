@@ -42,6 +42,9 @@ MAX_CAP = 10_000
 """A cap's `max`: more than T can never bind."""
 MAX_INPUT_SIZE = 65_536
 """D of `embedding[D]` / `features[D]` and L of `semantic_id[L]`."""
+MAX_ACTIONS = 100_000
+"""The policy's action grid (the product of its weights' grid sizes): each request holds a
+distribution over every action."""
 MAX_MAGNITUDE = 1e9
 """Weights (default, bounds, grid) and numbers in formulas lie in [-1e9, 1e9]."""
 MAX_PARAMETER = 1e6

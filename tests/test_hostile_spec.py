@@ -625,3 +625,33 @@ def test_the_json_schema_states_the_ranges() -> None:
     assert definitions["Slate"]["properties"]["length"]["maximum"] == 10_000
     assert definitions["Spacing"]["properties"]["window"]["maximum"] == MAX_WINDOW
     assert definitions["Ssd"]["properties"]["gamma"]["maximum"] == 1e6
+
+
+def _grid_spec(levels: int, weights: int, syntax: str) -> str:
+    grid = ", ".join(str(i) for i in range(levels))
+    names = [f"w{k}" for k in range(weights)]
+    if syntax == "dsl":
+        lines = ["spec t", "slate 3", "input p: score", "input u: features[2]"]
+        lines += [
+            f"weight {n} = 0 in [0, {levels}] {{source = policy, grid = [{grid}]}}" for n in names
+        ]
+        lines += ["utility = " + " + ".join(f"{n} * p" for n in names), "outcome o"]
+        lines += ["reward r = o", "policy {state = [u], exploration = {kind = uniform}}"]
+    else:
+        lines = ["name: t", "slate: {length: 3}", "inputs: {p: score, u: 'features[2]'}"]
+        lines += ["weights:"] + [
+            f"  {n}: {{default: 0, bounds: [0, {levels}], source: policy, grid: [{grid}]}}"
+            for n in names
+        ]
+        lines += ["utility: " + " + ".join(f"{n} * p" for n in names), "outcomes: [o]"]
+        lines += ["rewards: {r: o}", "policy: {state: [u], exploration: {kind: uniform}}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("syntax", ["dsl", "yaml"])
+def test_a_policy_grid_of_astronomical_size_is_refused(syntax: str) -> None:
+    """4 grids of 1,000 values validated, and the first request asked for 16 TB."""
+    assert load_text(_grid_spec(10, 3, syntax), syntax)  # type: ignore[arg-type]
+    text = _grid_spec(1000, 4, syntax)
+    diagnostic = _located(text, syntax, "E100", "w1")
+    assert "1,000,000 actions" in diagnostic.message
