@@ -19,7 +19,13 @@ from rich.markup import escape
 from blendspec.console import progress_bar, stderr_console, stdout_console
 from blendspec.diagnostics import SpecError, render_text, to_json
 from blendspec.loader import LoadedSpec, load_spec
-from blendspec.outputs import OutputError, check_writable, default_rejects_path, guard_paths
+from blendspec.outputs import (
+    OutputError,
+    check_writable,
+    default_rejects_path,
+    environment_message,
+    guard_paths,
+)
 
 app = typer.Typer(
     name="blend",
@@ -98,8 +104,11 @@ def writes_files(command: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return command(*args, **kwargs)
-        except OutputError as error:
-            _fail(str(error), EXIT_USAGE)
+        except (OutputError, OSError) as error:
+            message = environment_message(error)
+            if message is None or os.environ.get("BLENDSPEC_DEBUG"):
+                raise
+            _fail(message, EXIT_USAGE)
 
     return wrapper
 
@@ -697,6 +706,10 @@ def main() -> None:
     except Exception as error:  # the last line of defence against a traceback
         if os.environ.get("BLENDSPEC_DEBUG"):
             raise
+        message = environment_message(error)  # a full disk is not a bug in blendspec
+        if message is not None:
+            _stderr().print(f"[bold red]error[/bold red]: {escape(message)}")
+            sys.exit(EXIT_USAGE)
         _stderr().print(
             f"internal error: {type(error).__name__}: {error}\n"
             "this is a bug in blendspec; set BLENDSPEC_DEBUG=1 to see the traceback"

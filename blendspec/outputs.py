@@ -36,6 +36,7 @@ __all__ = [
     "check_writable",
     "default_rejects_path",
     "display_path",
+    "environment_message",
     "guard_paths",
     "remove_stale_temporaries",
     "temporary_name",
@@ -74,6 +75,39 @@ def _reason(error: OSError) -> str:
 def default_rejects_path(out: Path) -> Path:
     """Where `blend run` writes rejects when --rejects is not given: beside the slates."""
     return out.with_name(out.stem + ".rejects.parquet")
+
+
+# What only the machine's state causes — full disk, quota, read-only or forbidden folder, device
+# error, too many open files, names too long or looping. Raised anywhere (a write, or reading an
+# input), they are the user's to fix, not a bug in blendspec.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
+
+
+def environment_message(error: BaseException) -> str | None:
+    """The one-line message for an error the environment caused (an :class:`OutputError`, or an
+    OSError of the kinds above: path and OS reason), or None when it may be a bug."""
+    if isinstance(error, OutputError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
+        reason = os.strerror(error.errno)
+        if error.filename is not None:
+            return f"{display_path(error.filename)}: {reason}"
+        return reason
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -424,3 +424,20 @@ def test_atomic_path_still_importable_from_run(tmp_path: Path) -> None:
     assert from_run is atomic_path
     with pytest.raises(OutputError, match="Is a directory"), atomic_path(tmp_path) as t:
         t.write_text("x")
+
+
+def test_an_environment_error_anywhere_is_not_called_a_bug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import blendspec.cli as cli
+
+    def broken(path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    monkeypatch.setattr(cli, "load_spec", broken)
+    monkeypatch.setattr(sys, "argv", ["blend", "validate", "x.blend"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"x.blend: {os.strerror(errno.EIO)}" in err and "bug" not in err
