@@ -270,6 +270,7 @@ def fmt(
             if out is None:
                 sys.stdout.write(text)
             else:
+                guard_outputs([("spec", path), policy_input(loaded)], [("-o", out)])
                 write_atomic(out.resolve(), text)  # through a symlink, not over it
             continue
         emitter = to_yaml if loaded.document.syntax == "yaml" else to_dsl

@@ -138,6 +138,8 @@ def test_the_spec_s_policy_file_is_an_input(tmp_path: Path) -> None:
     assert_refused(result, "policy file")
     exported = blend("export", spec, "-o", tmp_path / "tiny.pt")
     assert_refused(exported, "policy file")
+    converted = blend("fmt", spec, "--to", "yaml", "-o", tmp_path / "tiny.pt")
+    assert_refused(converted, "policy file")
     assert (tmp_path / "tiny.pt").read_bytes() == before
 
 
