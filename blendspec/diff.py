@@ -61,7 +61,7 @@ from blendspec.syntax import KEY, PathKey, syntax_of
 if TYPE_CHECKING:
     import torch
 
-    from blendspec.dump import RequestBatch
+    from blendspec.dump import DumpReader, RequestBatch
 
 DIFF_FORMAT_VERSION = 1
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -1790,6 +1790,105 @@ def _measure(
     )
 
 
+class _Scattered(Exception):
+    """A request came back after another one: the comparison starts over (see
+    `compute_impact`)."""
+
+    def __init__(self, progressed: int) -> None:
+        self.progressed = progressed
+
+
+class _Comparison:
+    """One pass of `compute_impact` over both readers' batches: blends both sides, compares
+    the requests both blended, counts the ones either rejected."""
+
+    def __init__(
+        self,
+        old: LoadedSpec,
+        new: LoadedSpec,
+        *,
+        back_old: Mapping[str, str],
+        back_new: Mapping[str, str],
+        yardstick: _Yardstick,
+        ks: Sequence[int],
+        t: int,
+        top: int,
+    ) -> None:
+        from blendspec.run import Runner
+
+        self.old, self.new = old, new
+        self.runner_old, self.runner_new = Runner(old), Runner(new)
+        self.back_old, self.back_new = back_old, back_new
+        self.yardstick, self.ks, self.t, self.top = yardstick, ks, t, top
+        self.acc = _Accumulator(top)
+
+    def reset(self) -> None:
+        """Forget what a pass accumulated (it compared part of a scattered request)."""
+        self.acc = _Accumulator(self.top)
+
+    def run(
+        self,
+        reader_old: DumpReader,
+        reader_new: DumpReader,
+        batch_size: int,
+        limit: int | None,
+        progress: Callable[[int], None] | None,
+        *,
+        restartable: bool,
+    ) -> tuple[int, int, int]:
+        """(rejected by the new spec only, by the old only, by both); raises `_Scattered`
+        when `restartable` and a request's rows turn out not to be contiguous."""
+        import torch
+
+        from blendspec.dump import CHECK_CONTIGUOUS
+
+        acc, ks, t = self.acc, self.ks, self.t
+        only_old = only_new = rejected_both = progressed = 0
+        batches_old = reader_old.batches(batch_size, limit)
+        batches_new = reader_new.batches(batch_size, limit)
+        for batch_old, batch_new in zip(batches_old, batches_new, strict=True):
+            if restartable and any(
+                CHECK_CONTIGUOUS in problem.checks
+                for problem in (*batch_old.rejected, *batch_new.rejected)
+            ):
+                raise _Scattered(progressed)
+            batch_old.inputs = {self.back_old.get(k, k): v for k, v in batch_old.inputs.items()}
+            batch_new.inputs = {self.back_new.get(k, k): v for k, v in batch_new.inputs.items()}
+            rejected_old = {r.request_id for r in batch_old.rejected}
+            rejected_new = {r.request_id for r in batch_new.rejected}
+            rejected_both += len(rejected_old & rejected_new)
+            position_new = {r: i for i, r in enumerate(batch_new.request_ids)}
+            ids = [r for r in batch_old.request_ids if r in position_new]
+            only_old += batch_old.size - len(ids)
+            only_new += batch_new.size - len(ids)
+            if ids:
+                out_old = self.runner_old.blend(batch_old)
+                out_new = self.runner_new.blend(batch_new)
+                position_old = {r: i for i, r in enumerate(batch_old.request_ids)}
+                rows_old = torch.tensor([position_old[r] for r in ids], dtype=torch.int64)
+                rows_new = torch.tensor([position_new[r] for r in ids], dtype=torch.int64)
+                width = int(batch_old.mask.index_select(0, rows_old).sum(1).max())
+                inputs_old, sel_old, mask = _subset(
+                    batch_old, self.old.spec, out_old, rows_old, width
+                )
+                inputs_new, sel_new, _ = _subset(batch_new, self.new.spec, out_new, rows_new, width)
+                comparison = compare_slates(sel_old["indices"], sel_new["indices"], ks)
+                acc.add(ids, comparison, t)
+                sides = {"old": inputs_old, "new": inputs_new}
+                with torch.inference_mode():
+                    for side_metrics, selected in (
+                        (acc.metrics_old, sel_old),
+                        (acc.metrics_new, sel_new),
+                    ):
+                        for name, values in _measure(selected, mask, sides, self.yardstick).items():
+                            if name not in _SKIPPED_METRICS:
+                                side_metrics[name].append(values.to(torch.float64).numpy())
+            if progress is not None:
+                progress(batch_old.size + len(batch_old.rejected))
+                progressed += batch_old.size + len(batch_old.rejected)
+        return only_old, only_new, rejected_both
+
+
 def compute_impact(
     old: LoadedSpec,
     new: LoadedSpec,
@@ -1809,61 +1908,44 @@ def compute_impact(
     the same raw requests per batch, so the k-th batches are joined on request id. A request
     that one spec rejects is counted, not compared. `renames` (old input → new input) lets a
     renamed input be read from whichever of its two names the dump has.
-    """
-    import torch
 
+    A request whose rows are not contiguous is found where it comes back, after its first run
+    may have been compared. As in ``blend run`` (`blendspec.run.blend_source`), the comparison
+    then starts over: the ids are scanned for every such request, and a second pass has both
+    readers reject each of them whole, once ("rejected by both"), so no slate is compared from
+    part of a request's rows. A dump without such a request is read once.
+    """
     from blendspec.dump import DumpReader
-    from blendspec.run import Runner
 
     started = time.perf_counter()
     renames = dict(renames or {})
     columns = _dump_columns(candidates) or set()
     old_alias = {o: n for o, n in renames.items() if o not in columns and n in columns}
     new_alias = {n: o for o, n in renames.items() if n not in columns and o in columns}
-    runner_old, runner_new = Runner(old), Runner(new)
-    reader_old = DumpReader(candidates, _reading_spec(old.spec, old_alias))
-    reader_new = DumpReader(candidates, _reading_spec(new.spec, new_alias))
-    back_old = {v: k for k, v in old_alias.items()}
-    back_new = {v: k for k, v in new_alias.items()}
-    yardstick = _yardstick(old.spec, new.spec, renames)
+    spec_old = _reading_spec(old.spec, old_alias)
+    spec_new = _reading_spec(new.spec, new_alias)
     t = max(old.spec.slate.length, new.spec.slate.length)
     ks = overlap_ks(t)
-    acc = _Accumulator(top)
-    only_old = only_new = rejected_both = 0
-    batches_old = reader_old.batches(batch_size, limit)
-    batches_new = reader_new.batches(batch_size, limit)
-    for batch_old, batch_new in zip(batches_old, batches_new, strict=True):
-        batch_old.inputs = {back_old.get(k, k): v for k, v in batch_old.inputs.items()}
-        batch_new.inputs = {back_new.get(k, k): v for k, v in batch_new.inputs.items()}
-        rejected_old = {r.request_id for r in batch_old.rejected}
-        rejected_new = {r.request_id for r in batch_new.rejected}
-        rejected_both += len(rejected_old & rejected_new)
-        position_new = {r: i for i, r in enumerate(batch_new.request_ids)}
-        ids = [r for r in batch_old.request_ids if r in position_new]
-        only_old += batch_old.size - len(ids)
-        only_new += batch_new.size - len(ids)
-        if ids:
-            out_old = runner_old.blend(batch_old)
-            out_new = runner_new.blend(batch_new)
-            position_old = {r: i for i, r in enumerate(batch_old.request_ids)}
-            rows_old = torch.tensor([position_old[r] for r in ids], dtype=torch.int64)
-            rows_new = torch.tensor([position_new[r] for r in ids], dtype=torch.int64)
-            width = int(batch_old.mask.index_select(0, rows_old).sum(1).max())
-            inputs_old, sel_old, mask = _subset(batch_old, old.spec, out_old, rows_old, width)
-            inputs_new, sel_new, _ = _subset(batch_new, new.spec, out_new, rows_new, width)
-            comparison = compare_slates(sel_old["indices"], sel_new["indices"], ks)
-            acc.add(ids, comparison, t)
-            sides = {"old": inputs_old, "new": inputs_new}
-            with torch.inference_mode():
-                for side_metrics, selected in (
-                    (acc.metrics_old, sel_old),
-                    (acc.metrics_new, sel_new),
-                ):
-                    for name, values in _measure(selected, mask, sides, yardstick).items():
-                        if name not in _SKIPPED_METRICS:
-                            side_metrics[name].append(values.to(torch.float64).numpy())
+    compare = _Comparison(
+        old, new, back_old={v: k for k, v in old_alias.items()},
+        back_new={v: k for k, v in new_alias.items()},
+        yardstick=_yardstick(old.spec, new.spec, renames), ks=ks, t=t, top=top,
+    )  # fmt: skip
+    readers = (DumpReader(candidates, spec_old), DumpReader(candidates, spec_new))
+    try:
+        counts = compare.run(*readers, batch_size, limit, progress, restartable=True)
+    except _Scattered as stopped:
+        scattered = readers[0].scattered_runs(limit)
         if progress is not None:
-            progress(batch_old.size + len(batch_old.rejected))
+            progress(-stopped.progressed)
+        compare.reset()
+        counts = compare.run(
+            DumpReader(candidates, spec_old, scattered=scattered),
+            DumpReader(candidates, spec_new, scattered=scattered),
+            batch_size, limit, progress, restartable=False,
+        )  # fmt: skip
+    only_old, only_new, rejected_both = counts
+    acc = compare.acc
 
     metrics: list[MetricComparison] = []
     for name, parts in acc.metrics_old.items():

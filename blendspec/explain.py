@@ -101,7 +101,15 @@ class TracingLowering:
 
 
 def read_request(path: Path, loaded: LoadedSpec, request_id: str) -> RequestBatch:
-    """One request of a dump as a batch of one; a missing or bad request is an ExplainError."""
+    """One request of a dump as a batch of one; a missing or bad request is an ExplainError.
+
+    The request's first run of rows is found by reading the dump up to it. Its rows may come
+    back after another request, anywhere later in the dump, and explaining the first run alone
+    would explain a slate that ``blend run`` never writes (it rejects such a request whole). So
+    the `request_id` column is scanned to the end (:meth:`DumpReader.scattered_runs`, which
+    reads nothing else of a Parquet dump); a scattered request is a bad request whose reason
+    names all of its runs of rows, as in ``blend run``'s rejects.
+    """
     reader = DumpReader(path, loaded.spec)
     seen: list[str] = []
     for table, first_row in reader.requests():
@@ -109,6 +117,12 @@ def read_request(path: Path, loaded: LoadedSpec, request_id: str) -> RequestBatc
         if rid != request_id:
             seen.append(rid)
             continue
+        runs = reader.scattered_runs().get(request_id)
+        if runs is not None:
+            # A reader told of the scattered runs reports them with the first run's problems.
+            reader = DumpReader(
+                path, loaded.spec, chunk_rows=reader.chunk_rows, scattered={request_id: runs}
+            )
         batch = reader.batch_of([(table, first_row)])  # the reader's own checks and padding
         if batch.rejected:
             raise ExplainError(f"bad {batch.rejected[0]}")
