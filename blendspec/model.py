@@ -54,11 +54,14 @@ MIN_TEMPERATURE = 1e-6
 
 
 def _not_bool(value: Any) -> Any:
-    """YAML `true` is not the number 1: pydantic's lax mode would read it as one."""
+    """YAML `true` is not the number 1: pydantic's lax mode would read it as one. A whole number
+    past every range is named as such (pydantic would call a 400-digit int "not a valid number")."""
     if isinstance(value, bool):
         raise PydanticCustomError(
             "E100", "expected a number, not `{value}`", {"value": str(value).lower()}
         )
+    if isinstance(value, int) and value.bit_length() > 60:
+        raise PydanticCustomError("E100", "this number is far out of range")
     return value
 
 
@@ -150,6 +153,10 @@ class Call(Model):
 
 def _parse_expression_text(value: Any) -> Any:
     """Python callers may pass formulas as text, like the YAML form; parse them the same way."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "E100", "expected a formula, not `{value}`", {"value": str(value).lower()}
+        )
     if isinstance(value, str):
         from blendspec.syntax import parse_expression
 

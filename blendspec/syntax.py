@@ -374,12 +374,11 @@ def _join(first: Span, last: Span) -> Span:
 
 
 def _number(token: Token) -> int | float:
-    """A whole number stays an int (counts and windows need one) unless it is so long that no
-    range could hold it; then the float (or inf) lets the range check report it, instead of
-    Python's 4300-digit limit on int() raising."""
+    """A whole number stays an int (counts and windows need one), so the range checks see it as
+    written; past Python's 4300-digit limit on int() it is inf, which they report too."""
     text = str(token)
-    if _WHOLE.fullmatch(text) and len(text) <= 20:
-        return int(text)
+    if _WHOLE.fullmatch(text):
+        return int(text) if len(text) <= 4000 else math.inf
     return float(text)
 
 

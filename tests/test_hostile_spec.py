@@ -655,3 +655,19 @@ def test_a_policy_grid_of_astronomical_size_is_refused(syntax: str) -> None:
     text = _grid_spec(1000, 4, syntax)
     diagnostic = _located(text, syntax, "E100", "w1")
     assert "1,000,000 actions" in diagnostic.message
+
+
+@pytest.mark.parametrize(
+    ("text", "syntax", "message"),
+    [
+        (YAML.replace("click: p_click", "click: true"), "yaml", "expected a formula, not `true`"),
+        (DSL.replace("slate 10", "slate " + "9" * 400), "dsl", "far out of range"),
+        (DSL.replace("gamma = 1", "gamma = " + "9" * 30), "dsl", "far out of range"),
+        (YAML.replace("{default: 1,", "{default: " + "9" * 400 + ","), "yaml", "far out of range"),
+    ],
+)
+def test_hostile_numbers_get_messages_that_say_what_is_wrong(
+    text: str, syntax: str, message: str
+) -> None:
+    errors = _errors(text, syntax)
+    assert any(message in d.message and d.span is not None for d in errors), errors
