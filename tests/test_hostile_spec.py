@@ -671,3 +671,22 @@ def test_hostile_numbers_get_messages_that_say_what_is_wrong(
 ) -> None:
     errors = _errors(text, syntax)
     assert any(message in d.message and d.span is not None for d in errors), errors
+
+
+def test_blend_run_with_windows_past_708(tmp_path: Path) -> None:
+    """The reported crash: `math.lcm(1..w)` overflowed a float from w = 709 and `blend run` ended
+    in an internal error."""
+    from tests.test_run import SPEC, make_rows, write_jsonl
+
+    spec = tmp_path / "w.blend"
+    spec.write_text(
+        SPEC
+        + "spacing blocked {window = 709, coefficient = 1}\n"
+        + f"semantic_id_penalty {{input = sid, window = {MAX_WINDOW}, coefficient = 0.5}}\n"
+    )
+    dump = write_jsonl(make_rows(), tmp_path / "dump.jsonl")
+    out = tmp_path / "slates.parquet"
+    result = blend("run", spec, "--candidates", dump, "-o", out)
+    _no_crash(result)
+    assert result.exit_code == 0, result.output
+    assert out.exists()
