@@ -247,8 +247,9 @@ class ConstraintState:
             self.sid_unit = torch.tensor(
                 [unit / d for d in range(1, reach + 1)], dtype=torch.float64, device=dev
             )
-            steps = torch.arange(t_len, device=dev) if t_len * reach <= _SID_TABLE_MAX else None
-            self.sid_weights = None if steps is None else self._sid_rows(steps)
+            self.sid_steps = torch.arange(t_len, device=dev)
+            small = t_len * reach <= _SID_TABLE_MAX
+            self.sid_weights = self._sid_rows(self.sid_steps) if small else None
         # Caps: counts per (request, category rank) over the trailing window.
         self.cap_counts = [torch.zeros((b, width), dtype=dtype, device=dev) for _ in prep.caps]
         self.cap_hist = [torch.zeros((b, t_len), dtype=torch.int64, device=dev) for _ in prep.caps]
@@ -287,7 +288,7 @@ class ConstraintState:
                 if self.sid_weights is not None:
                     row = self.sid_weights[t]
                 else:
-                    row = self._sid_rows(torch.tensor([t], device=self.sid_ring.device))[0]
+                    row = self._sid_rows(self.sid_steps[t : t + 1])[0]  # no host-to-device copy
                 w = row.expand(b, 1, -1)
                 num = torch.bmm(w, self.sid_ring).squeeze(1)
                 out.append((num * self.sid_scale).to(self.dtype))
