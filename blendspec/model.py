@@ -33,9 +33,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SLATE = 10_000
 """Slate length T: the greedy loop runs T steps and per-request state is O(T)."""
 MAX_WINDOW = 1_000
-"""Look-back windows (diversity, spacing, semantic-ID penalty, caps). Kernels size buffers by the
-window, not by min(window, T) (the SSD kernel keeps a window × window Gram matrix per request: 4 MB
-at 1,000, 400 MB at 10,000), and a window of more than a few dozen slots has no use."""
+"""Look-back windows (diversity, spacing, semantic-ID penalty, caps). The compiled SSD and DPP
+loops size buffers by the window, not by min(window, T) (SSD keeps a window × window Gram matrix
+per request: 4 MB at 1,000, 400 MB at 10,000), and a window of more than a few dozen slots has no
+use."""
 MAX_TRUNCATE = 1_000_000
 """Pre-truncation M: the number of candidates a request keeps."""
 MAX_CAP = 10_000
