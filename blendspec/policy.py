@@ -615,9 +615,12 @@ def _read_payload(path: Path, shown: str) -> Any:
     import warnings
 
     try:
+        _check_archive(path, shown)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4 ..."
             return torch.load(path, map_location="cpu", weights_only=True)
+    except PolicyFileError:
+        raise
     except FileNotFoundError:
         raise PolicyFileError(f"{shown}: no such policy file") from None
     except OSError as error:  # a symlink loop, a folder, a name too long, no permission
@@ -634,6 +637,28 @@ def _read_payload(path: Path, shown: str) -> Any:
         ) from None
     except Exception as error:  # truncated file, not a torch file
         raise PolicyFileError(f"{shown}: not a blendspec policy file ({_first(error)})") from None
+
+
+def _check_archive(path: Path, shown: str) -> None:
+    """Only the archive ``torch.save`` writes: a zip of *stored* records (aligned for mmap, never
+    compressed). torch's loader inflates a deflated record, so a 1 MB file of compressed zeros
+    would become a 1 GB tensor; with stored records a file's tensors are never larger than the
+    file. (The pre-zip legacy format, which blendspec never wrote, is refused too.)"""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for record in archive.infolist():
+                if record.compress_type != zipfile.ZIP_STORED:
+                    raise PolicyFileError(
+                        f"{shown}: not a blendspec policy file (record "
+                        f"`{_short(record.filename)[1:-1]}` is compressed; torch.save writes "
+                        "none)"
+                    )
+    except zipfile.BadZipFile:
+        raise PolicyFileError(
+            f"{shown}: not a blendspec policy file (not a torch.save archive)"
+        ) from None
 
 
 def _first(error: BaseException) -> str:

@@ -312,6 +312,21 @@ def test_huge_declared_network_is_refused_before_it_is_built(
         assert result.exit_code == 1 and str(policy) in error_lines(result)[0], result.output
 
 
+def test_a_compressed_record_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """torch's loader inflates deflated records: a small file could become a huge tensor."""
+    import zipfile
+
+    from blendspec.policy import PolicyFileError, load_policy
+
+    saved_payload(tmp_path)
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(tmp_path / "good.pt") as src, zipfile.ZipFile(packed, "w") as out:
+        for record in src.infolist():
+            out.writestr(record.filename, src.read(record), compress_type=zipfile.ZIP_DEFLATED)
+    with pytest.raises(PolicyFileError, match="is compressed"):
+        load_policy(packed)
+
+
 def test_a_pickle_of_objects_gives_no_unsafe_advice(tmp_path: Path) -> None:
     evil = tmp_path / "evil.pt"
     torch.save({"metadata": "{}", "thing": OutputError("x")}, evil)
