@@ -1239,7 +1239,8 @@ def _publish(tmp: Path, path: Path, how: Literal["swap", "merge"] = "swap") -> N
         for name in os.listdir(path):
             if (name in listed or stale(name)) and (path / name).is_file():
                 (path / name).unlink()
-        for entry in sorted(os.listdir(tmp)):
+        # The manifest last: it never lists a shard that is not in place yet.
+        for entry in sorted(os.listdir(tmp), key=lambda n: (n == SHARD_MANIFEST, n)):
             os.replace(tmp / entry, path / entry)
         tmp.rmdir()
     elif tmp.is_dir():
