@@ -28,7 +28,7 @@ NEAR_TIE = 1e-5
 NEAR_TIES: collections.Counter[str] = collections.Counter()
 CHECKED: collections.Counter[str] = collections.Counter()
 GAPS: list[tuple[str, float]] = []
-_SETTINGS = settings(max_examples=120, deadline=None)
+_SETTINGS = settings(max_examples=300, deadline=None)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,7 +53,7 @@ class Problem:
 
 
 @st.composite
-def hard_problems(draw: st.DrawFn, max_t: int = 10) -> Problem:
+def hard_problems(draw: st.DrawFn, max_t: int = 12) -> Problem:
     """A batch of 1-3 requests in the hard regime (see the module docstring)."""
     kind = draw(st.sampled_from(["embedding", "category", "mixed", "lowrank"]))
     dim = draw(st.sampled_from([2, 4, 8]))
