@@ -14,6 +14,7 @@ controls, Unicode digits, control characters and a byte-order mark.
 CI runs a few thousand cases through tests/test_fuzz.py; for a long run:
 
     python -m tests.fuzz_specs --cases 200000 --seed 7
+    python -m tests.fuzz_specs --cases 10000000 --seconds 600   # ten minutes, then the report
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import random
 import re
 import sys
+import time
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -240,15 +242,23 @@ def corpus() -> list[tuple[bytes, str]]:
 
 
 def run(
-    cases: int, seed: int, forward_every: int = 10, outcomes: Counter[str] | None = None
+    cases: int,
+    seed: int,
+    forward_every: int = 10,
+    outcomes: Counter[str] | None = None,
+    seconds: float | None = None,
 ) -> list[tuple[str, bytes, str]]:
-    """`cases` mutants; every `forward_every`-th one that validates also runs forward.
-    `outcomes` (if given) counts refused / validated / ran / undecodable / escaped cases."""
+    """`cases` mutants, or as many as fit in `seconds`; every `forward_every`-th one that
+    validates also runs forward. `outcomes` (if given) counts refused / validated / ran /
+    undecodable / escaped cases."""
     rng = random.Random(seed)
     seeds = corpus()
     failures: list[tuple[str, bytes, str]] = []
     valid = 0
+    deadline = None if seconds is None else time.monotonic() + seconds
     for case in range(cases):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         data, syntax = rng.choice(seeds)
         for _ in range(rng.randrange(1, 4)):
             data = mutate(data, rng)
@@ -270,16 +280,22 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--seconds", type=float, default=None, help="stop after this long (then report)"
+    )
+    parser.add_argument(
         "--forward-every", type=int, default=10, help="run forward on one in N validated cases"
     )
     args = parser.parse_args()
     outcomes: Counter[str] = Counter()
-    failures = run(args.cases, args.seed, args.forward_every, outcomes)
+    started = time.monotonic()
+    failures = run(args.cases, args.seed, args.forward_every, outcomes, args.seconds)
+    elapsed = time.monotonic() - started
     for syntax, data, trace in failures[:5]:
         shown = data if len(data) < 4000 else data[:2000] + b" ... " + data[-2000:]
         print(f"--- {syntax} input:\n{shown!r}\n{trace}", file=sys.stderr)
     counts = ", ".join(f"{outcomes[k]} {k}" for k in ("refused", "validated", "ran", "undecodable"))
-    print(f"{args.cases} cases ({counts}), {len(failures)} escaped")
+    total = sum(outcomes.values())
+    print(f"{total} cases in {elapsed:.0f} s ({counts}), {len(failures)} escaped")
     return 1 if failures else 0
 
 
