@@ -32,11 +32,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from blendspec.compile import compile_graph
-from blendspec.diagnostics import SpecError
-from blendspec.emit import to_dsl, to_yaml
-from blendspec.loader import LoadedSpec, load_text
-from blendspec.model import Spec
+from blendspec.compiler.compile import compile_graph
+from blendspec.spec.diagnostics import SpecError
+from blendspec.spec.emit import to_dsl, to_yaml
+from blendspec.spec.loader import LoadedSpec, load_text
+from blendspec.spec.model import Spec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 _TOKENS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|\S")
@@ -165,7 +165,7 @@ def check_forward(loaded: LoadedSpec, seed: int) -> bool:
     False when the spec is too large for a cheap pass (or needs a policy file) and was skipped."""
     import torch
 
-    from blendspec.lower import REQUEST_SEED_KEY, module_for, request_seeds
+    from blendspec.compiler.lower import REQUEST_SEED_KEY, module_for, request_seeds
 
     spec: Spec = loaded.spec
     sizes = [i.size or 1 for i in spec.inputs.values()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from blendspec import model as m
+from blendspec.spec import model as m
 
 KEYWORDS = [
     "spec", "slate", "input", "objective", "weight", "utility", "diversity", "spacing",
@@ -14,7 +14,7 @@ KEYWORDS = [
 ]  # fmt: skip
 
 names = st.one_of(st.sampled_from(KEYWORDS), st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z"))
-# The model's ranges (blendspec.model): numbers within ±1e9, positive parameters in [1e-6, 1e6]
+# The model's ranges (blendspec.spec.model): numbers within ±1e9, positive parameters in [1e-6, 1e6]
 # (temperature's floor), tolerances (epsilon) in (0, 1].
 numbers = st.floats(
     allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9

@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from blendspec.diagnostics import Diagnostic, Source, Span, did_you_mean, render_json, render_text
-from blendspec.loader import load_text
+from blendspec.spec.diagnostics import (
+    Diagnostic,
+    Source,
+    Span,
+    did_you_mean,
+    render_json,
+    render_text,
+)
+from blendspec.spec.loader import load_text
 
 
 def test_caret_spans_the_token_and_help_follows() -> None:

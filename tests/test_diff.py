@@ -15,7 +15,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from blendspec.diff import (
+from blendspec.cli.diff import diff_command
+from blendspec.review.diff import (
     Change,
     DiffReport,
     Impact,
@@ -28,13 +29,12 @@ from blendspec.diff import (
     compare_slates,
     compute_impact,
     detect_renames,
-    diff_command,
     diff_specs,
     linear_form,
 )
-from blendspec.diff_render import render
-from blendspec.loader import LoadedSpec, load_spec, load_text
-from blendspec.syntax import parse_expression
+from blendspec.review.render import render
+from blendspec.spec.loader import LoadedSpec, load_spec, load_text
+from blendspec.spec.syntax import parse_expression
 from tests.conftest import GOLDEN, REPO, SPECS, assert_golden
 
 CASES_DIR = GOLDEN / "diff"
@@ -207,7 +207,7 @@ def test_linear_form_ignores_order_and_spelling() -> None:
 def _expr(text: str):  # type: ignore[no-untyped-def]
     from pydantic import TypeAdapter
 
-    from blendspec.model import Formula
+    from blendspec.spec.model import Formula
 
     return TypeAdapter(Formula).validate_python(parse_expression(text))
 
@@ -378,7 +378,7 @@ cap topic {max = 3, window = 10}
 
 @pytest.fixture(scope="module")
 def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from blendspec.simulate import World, write_dump
+    from blendspec.sim.world import World, write_dump
 
     path = tmp_path_factory.mktemp("dump") / "dump.parquet"
     write_dump(World.default(seed=0), path, requests=40, candidates=(5, 60), seed=3)

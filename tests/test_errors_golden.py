@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from blendspec.diagnostics import Diagnostic, Source, SpecError, render_text
-from blendspec.loader import load_source, read_source
+from blendspec.spec.diagnostics import Diagnostic, Source, SpecError, render_text
+from blendspec.spec.loader import load_source, read_source
 from tests.conftest import GOLDEN, REPO, assert_golden
 
 CASES = sorted(p for p in (GOLDEN / "errors").iterdir() if p.suffix in (".blend", ".yaml"))

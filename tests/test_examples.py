@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from blendspec.compile import compile_graph
-from blendspec.emit import to_dsl, to_yaml
-from blendspec.loader import load_spec, load_text
+from blendspec.compiler.compile import compile_graph
+from blendspec.spec.emit import to_dsl, to_yaml
+from blendspec.spec.loader import load_spec, load_text
 from tests.conftest import EXAMPLE_SPECS, GOLDEN, SPECS, assert_golden
 
 PAIRS = sorted({p.stem for p in EXAMPLE_SPECS})
@@ -77,7 +77,7 @@ def test_readme_spec_is_valid() -> None:
 
 
 def test_every_diagnostic_code_is_documented() -> None:
-    from blendspec.diagnostics import CODES
+    from blendspec.spec.diagnostics import CODES
 
     documented = (SPECS.parent / "docs" / "errors.md").read_text()
     for code, title in CODES.items():
@@ -86,9 +86,9 @@ def test_every_diagnostic_code_is_documented() -> None:
 
 def test_every_error_code_is_produced_somewhere() -> None:
     """No dead codes: each registered code is raised by some module of the package."""
-    from blendspec.diagnostics import CODES
+    from blendspec.spec.diagnostics import CODES
 
     package = SPECS.parent / "blendspec"
-    source = "".join(p.read_text() for p in package.glob("*.py") if p.name != "diagnostics.py")
+    source = "".join(p.read_text() for p in package.rglob("*.py") if p.name != "diagnostics.py")
     for code in CODES:
         assert f'"{code}"' in source, code

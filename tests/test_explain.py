@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.dump import DumpReader
-from blendspec.explain import (
+from blendspec.engine.blend import Runner
+from blendspec.engine.run import run
+from blendspec.explain.breakdown import (
     Breakdown,
     ExplainError,
     Explanation,
@@ -27,9 +28,9 @@ from blendspec.explain import (
     trace_request,
     why,
 )
-from blendspec.loader import LoadedSpec, load_spec, load_text
+from blendspec.io.dump import DumpReader
 from blendspec.ops._common import release_workspace
-from blendspec.run import Runner, run
+from blendspec.spec.loader import LoadedSpec, load_spec, load_text
 from tests.conftest import GOLDEN, SPECS, assert_golden
 
 runner = CliRunner()
@@ -47,7 +48,7 @@ def _fresh_workspace() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from blendspec.sample import sample_dump
+    from blendspec.io.sample import sample_dump
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BLENDSPEC_CACHE", str(tmp_path_factory.mktemp("cache")))
@@ -202,7 +203,7 @@ def test_breakdowns_add_up_and_match_the_run(
 
 
 def _explainer(tr):  # type: ignore[no-untyped-def]
-    from blendspec.explain import _Explainer
+    from blendspec.explain.breakdown import _Explainer
 
     return _Explainer(tr)
 

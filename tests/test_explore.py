@@ -9,17 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from blendspec.explore import (
+from blendspec.policy.explore import (
     WEIGHTS_KEY,
     Blender,
     evaluate_on_policy,
     exploration_logs,
     write_logs,
 )
-from blendspec.loader import LoadedSpec, load_spec, load_text
-from blendspec.ope import evaluate
-from blendspec.policy import ActionGrid, load_policy, log_data, train_policy
-from blendspec.simulate import World, WorldConfig
+from blendspec.policy.learn import ActionGrid, load_policy, log_data, train_policy
+from blendspec.policy.ope import evaluate
+from blendspec.sim.world import World, WorldConfig
+from blendspec.spec.loader import LoadedSpec, load_spec, load_text
 
 SMALL = """spec small_ads
 

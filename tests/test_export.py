@@ -25,9 +25,9 @@ import torch
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.export import ALIGN, METADATA_FILE, export_spec, load_artifact, read_metadata
-from blendspec.loader import load_spec, load_text
-from blendspec.run import run
+from blendspec.engine.run import run
+from blendspec.serve.export import ALIGN, METADATA_FILE, export_spec, load_artifact, read_metadata
+from blendspec.spec.loader import load_spec, load_text
 
 from .conftest import GOLDEN, REPO, SPECS, assert_golden
 
@@ -124,7 +124,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 @pytest.fixture(scope="session")
 def simulated_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Requests of 10..100 candidates: fewer than the slate, and widths across several 32s."""
-    from blendspec.simulate import World, write_dump
+    from blendspec.sim.world import World, write_dump
 
     path = tmp_path_factory.mktemp("dump") / "dump.parquet"
     write_dump(World.default(seed=1), path, requests=14, candidates=(10, 100), seed=5)
@@ -168,7 +168,7 @@ def _expected(slates: Path, weights: list[str]) -> dict[str, dict]:
 def test_served_artifacts_give_blend_run_slates(
     exported: dict[str, tuple[Path, Path]], simulated_dump: Path, tmp_path: Path
 ) -> None:
-    from blendspec.sample import sample_dump
+    from blendspec.io.sample import sample_dump
 
     homefeed = load_spec(SPECS / "homefeed.blend")
     # Half the bundled sample (JSON of three embeddings per candidate is the slow part).
@@ -184,7 +184,7 @@ def test_served_artifacts_give_blend_run_slates(
         requests = tmp_path / f"{case}.jsonl"
         _requests_jsonl(dump, spec_path, requests, limit)
         jobs.append({"name": case, "artifact": str(artifact), "requests": str(requests)})
-        from blendspec.policy import spec_hash
+        from blendspec.policy.learn import spec_hash
 
         hashes[case] = spec_hash(loaded.spec)
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
@@ -219,7 +219,7 @@ def test_served_artifacts_give_blend_run_slates(
 def test_contract_records_inputs_outputs_and_hash(
     exported: dict[str, tuple[Path, Path]],
 ) -> None:
-    from blendspec.policy import spec_hash
+    from blendspec.policy.learn import spec_hash
 
     for name, (spec_path, artifact) in exported.items():
         spec = load_spec(spec_path).spec
@@ -236,7 +236,7 @@ def test_contract_records_inputs_outputs_and_hash(
 def test_batch_and_candidates_are_dynamic(exported: dict[str, tuple[Path, Path]]) -> None:
     """One artifact serves any batch size and any N that is a multiple of 32, and a request's
     slate does not depend on the batch it is in or on extra padding."""
-    from blendspec.export import example_inputs, input_contracts
+    from blendspec.serve.export import example_inputs, input_contracts
 
     spec_path, artifact = exported["ads"]  # the policy's draw too: seeds are per request
     program, meta = load_artifact(artifact)
@@ -309,7 +309,7 @@ def test_cli_export_writes_the_artifact(tmp_path: Path) -> None:
     program, meta = load_artifact(tmp_path / "t.pt2")
     assert meta["spec_name"] == "tiny"
     # Relevance only: truncation to 45 of up to 61 candidates, and fewer slots (32) than T (40).
-    from blendspec.export import build_module, example_inputs, input_contracts
+    from blendspec.serve.export import build_module, example_inputs, input_contracts
 
     loaded = load_spec(spec)
     contracts = input_contracts(loaded.spec, seeded=False)
@@ -407,8 +407,8 @@ def test_cli_export_without_a_lowering_fails_cleanly(
 ) -> None:
     """A graph operator (e.g. a policy) without a torch lowering: exit 1, no traceback; a trace
     failure inside torch.export: exit 2 (a bug), no traceback either."""
-    from blendspec import export
-    from blendspec.lower import MissingLowering
+    from blendspec.compiler.lower import MissingLowering
+    from blendspec.serve import export
 
     def missing(loaded):  # type: ignore[no-untyped-def]
         raise MissingLowering("operator `policy` has no torch lowering in this version")

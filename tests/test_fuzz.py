@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from blendspec.loader import load_spec
+from blendspec.spec.loader import load_spec
 from tests.fuzz_specs import SPECS, non_finite_numbers, run
 
 

@@ -19,7 +19,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.dump import (
+from blendspec.engine.run import BadRequestError, run
+from blendspec.io.dump import (
     CHECK_CONTIGUOUS,
     CHECK_FEATURES,
     CHECK_FINITE,
@@ -29,7 +30,6 @@ from blendspec.dump import (
     DumpReader,
     validate_dump,
 )
-from blendspec.run import BadRequestError, run
 from tests.test_run import SPEC, loaded, read_slates, to_table, write_jsonl
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -494,7 +494,7 @@ def test_missing_candidate_ids_are_missing_not_duplicates(tmp_path: Path) -> Non
 def test_report_after_a_restart_counts_no_part_of_the_scattered_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from blendspec import run as run_module
+    from blendspec.engine import run as run_module
 
     made = []
     real = run_module._collector

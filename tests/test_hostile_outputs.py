@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.outputs import OutputError, atomic_path, temporary_name
+from blendspec.io.outputs import OutputError, atomic_path, temporary_name
 from tests.conftest import SPECS
 from tests.test_policy_runtime import TINY, random_policy
 from tests.test_run import SPEC, make_rows, write_parquet
@@ -295,7 +295,7 @@ def test_missing_metadata_key_is_a_clear_error(tmp_path: Path) -> None:
 def test_huge_declared_network_is_refused_before_it_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import blendspec.policy as policy_module
+    import blendspec.policy.learn as policy_module
 
     huge = write_variant(tmp_path, "huge", lambda p, m: m.update(hidden=[200000, 200000]))
     wide = write_variant(tmp_path, "wide", lambda p, m: m.update(hidden=[60000, 60000]))
@@ -316,7 +316,7 @@ def test_a_compressed_record_is_refused_before_it_is_inflated(tmp_path: Path) ->
     """torch's loader inflates deflated records: a small file could become a huge tensor."""
     import zipfile
 
-    from blendspec.policy import PolicyFileError, load_policy
+    from blendspec.policy.learn import PolicyFileError, load_policy
 
     saved_payload(tmp_path)
     packed = tmp_path / "packed.pt"
@@ -342,12 +342,12 @@ def test_a_pickle_of_objects_gives_no_unsafe_advice(tmp_path: Path) -> None:
 def test_out_that_is_a_folder_is_refused_before_blending(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import blendspec.run
+    import blendspec.engine.run
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("blended before checking the output")
 
-    monkeypatch.setattr(blendspec.run, "run", never)
+    monkeypatch.setattr(blendspec.engine.run, "run", never)
     (work / "slates").mkdir()
     result = blend("run", work / "small.blend", "--candidates", work / "dump.parquet",
                    "-o", work / "slates")  # fmt: skip
@@ -406,9 +406,9 @@ def test_full_disk_is_one_line_and_leaves_nothing(
     assert out.read_bytes() == b"yesterday's slates"
     assert sorted(os.listdir(work)) == ["dump.parquet", "s.parquet", "small.blend"]
 
-    import blendspec.simulate
+    import blendspec.sim.world
 
-    monkeypatch.setattr(blendspec.simulate._ParquetSink, "write", full)
+    monkeypatch.setattr(blendspec.sim.world._ParquetSink, "write", full)
     made = blend("simulate", "-o", work / "d2.parquet", "--requests", "2", "--candidates", "3")
     assert_refused(made, "d2.parquet", os.strerror(errno.ENOSPC))
     assert not (work / "d2.parquet").exists()
@@ -436,7 +436,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed(work: Path) -> None:
 
 
 def test_atomic_path_still_importable_from_run(tmp_path: Path) -> None:
-    from blendspec.run import atomic_path as from_run
+    from blendspec.engine.run import atomic_path as from_run
 
     assert from_run is atomic_path
     with pytest.raises(OutputError, match="Is a directory"), atomic_path(tmp_path) as t:
@@ -447,11 +447,12 @@ def test_an_environment_error_anywhere_is_not_called_a_bug(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import blendspec.cli as cli
+    import blendspec.cli.common as common
 
     def broken(path: Path) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
 
-    monkeypatch.setattr(cli, "load_spec", broken)
+    monkeypatch.setattr(common, "load_spec", broken)
     monkeypatch.setattr(sys, "argv", ["blend", "validate", "x.blend"])
     with pytest.raises(SystemExit) as exited:
         cli.main()

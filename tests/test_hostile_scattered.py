@@ -17,7 +17,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.dump import DumpReader
+from blendspec.io.dump import DumpReader
 from tests.test_hostile_dump import request, scattered, write_parquet
 from tests.test_run import SPEC, write_jsonl
 

@@ -17,11 +17,11 @@ import torch
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.diagnostics import Diagnostic, SpecError
-from blendspec.emit import format_number, to_dsl, to_yaml
-from blendspec.loader import LoadedSpec, load_text
-from blendspec.model import MAX_WINDOW
-from blendspec.syntax import MAX_NESTING
+from blendspec.spec.diagnostics import Diagnostic, SpecError
+from blendspec.spec.emit import format_number, to_dsl, to_yaml
+from blendspec.spec.loader import LoadedSpec, load_text
+from blendspec.spec.model import MAX_WINDOW
+from blendspec.spec.syntax import MAX_NESTING
 
 runner = CliRunner()
 
@@ -296,7 +296,7 @@ cap topic {{max = 100, window = {window}}}
 
 
 def _run_tiny(loaded: LoadedSpec, slate: int) -> dict[str, torch.Tensor]:
-    from blendspec.lower import module_for
+    from blendspec.compiler.lower import module_for
 
     module = module_for(loaded)
     b, n = 2, slate + 4
@@ -616,7 +616,7 @@ def test_the_json_schema_states_the_ranges() -> None:
     keywords (a raw pydantic `le` would be silently ignored by every validator)."""
     import json
 
-    from blendspec.schema import spec_json_schema
+    from blendspec.spec.schema import spec_json_schema
 
     schema = spec_json_schema()
     text = json.dumps(schema)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from blendspec.compile import compile_graph
-from blendspec.graph import Graph
-from blendspec.loader import load_text
-from blendspec.lower import BlendModule, MissingLowering, NodeExecutionError, TorchLowering
+from blendspec.compiler.compile import compile_graph
+from blendspec.compiler.graph import Graph
+from blendspec.compiler.lower import BlendModule, MissingLowering, NodeExecutionError, TorchLowering
+from blendspec.spec.loader import load_text
 
 SPEC = """
 spec utility_only

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from blendspec.ope import Estimate, evaluate, per_action_mean_model
+from blendspec.policy.ope import Estimate, evaluate, per_action_mean_model
 
 K = 5
 CONTEXTS = 3
@@ -142,7 +142,7 @@ def test_bootstrap_is_seeded_and_chunking_does_not_matter(monkeypatch: pytest.Mo
     x, a, r, p = simulate(300, 11)
     pi = target_matrix(False)[x]
     one = evaluate(a, r, p, pi, bootstrap=100, seed=4)
-    monkeypatch.setattr("blendspec.ope._BOOTSTRAP_CELLS", 1000)
+    monkeypatch.setattr("blendspec.policy.ope._BOOTSTRAP_CELLS", 1000)
     two = evaluate(a, r, p, pi, bootstrap=100, seed=4)
     for name in one:
         assert one[name].low == pytest.approx(two[name].low)

@@ -44,9 +44,9 @@ def test_wheel_contents_and_use_without_checkout(tmp_path: Path) -> None:
     spec = tmp_path / "mini.blend"
     spec.write_text("spec mini\nslate 2\ninput p: score\nweight w = 1 in [0, 1]\nutility = w * p\n")
     probe = (
-        "import sys, blendspec.syntax as s; "
+        "import sys, blendspec.spec.syntax as s; "
         f"assert s.__file__.startswith({str(target)!r}), s.__file__; "
-        "from blendspec.loader import load_spec; "
+        "from blendspec.spec.loader import load_spec; "
         "from blendspec.ops import _native; "
         "assert _native.library() is not None, _native.build_error; "
         f"print(load_spec({str(spec)!r}).spec.name)"

@@ -10,9 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from blendspec.loader import load_spec, load_text
-from blendspec.model import EpsilonExploration, Spec, UniformExploration
-from blendspec.policy import (
+from blendspec.policy.learn import (
     ActionGrid,
     LearnedPolicy,
     PolicyFileError,
@@ -25,6 +23,8 @@ from blendspec.policy import (
     state_inputs,
     train_policy,
 )
+from blendspec.spec.loader import load_spec, load_text
+from blendspec.spec.model import EpsilonExploration, Spec, UniformExploration
 
 TINY = """spec tiny
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from blendspec.loader import load_spec, load_text
-from blendspec.policy import train_policy
+from blendspec.policy.learn import train_policy
+from blendspec.spec.loader import load_spec, load_text
 from tests.test_policy import TINY, synthetic_logs
 
 pytestmark = pytest.mark.skipif(
@@ -60,7 +60,7 @@ def test_torchrun_launch_matches_spawn(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from blendspec.cli import app
-    from blendspec.policy import _free_port, load_policy
+    from blendspec.policy.learn import _free_port, load_policy
     from tests.conftest import SPECS
 
     ads = str(SPECS / "ads.blend")

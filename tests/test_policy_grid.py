@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blendspec.explore import Blender, evaluate_on_policy, expected_outcomes, grid_values
-from blendspec.loader import LoadedSpec, load_spec
-from blendspec.policy import ActionGrid
-from blendspec.simulate import OUTCOMES, World, WorldConfig
+from blendspec.policy.explore import Blender, evaluate_on_policy, expected_outcomes, grid_values
+from blendspec.policy.learn import ActionGrid
+from blendspec.sim.world import OUTCOMES, World, WorldConfig
+from blendspec.spec.loader import LoadedSpec, load_spec
 from tests.conftest import SPECS
 
 

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blendspec.loader import load_text
-from blendspec.policy import PolicyNet, _RewardModel, state_baseline, train_policy
+from blendspec.policy.learn import PolicyNet, _RewardModel, state_baseline, train_policy
+from blendspec.spec.loader import load_text
 from tests.test_policy import TINY, mean_reward, synthetic_logs, true_value
 
 

@@ -12,9 +12,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.loader import load_text
-from blendspec.policy import train_policy
-from blendspec.policy_report import (
+from blendspec.policy.learn import train_policy
+from blendspec.policy.report import (
     AblationRow,
     BucketRow,
     PolicyReport,
@@ -24,6 +23,7 @@ from blendspec.policy_report import (
     render_html,
     reward_ablation,
 )
+from blendspec.spec.loader import load_text
 from tests.conftest import GOLDEN, SPECS, assert_golden
 from tests.test_policy import TINY, synthetic_logs
 

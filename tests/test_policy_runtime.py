@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.loader import LoadedSpec, load_spec, load_text
-from blendspec.lower import (
+from blendspec.compiler.lower import (
     REQUEST_SEED_KEY,
     PolicyRuntime,
     module_for,
@@ -29,13 +28,7 @@ from blendspec.lower import (
     request_seeds,
     uniform_from_seeds,
 )
-from blendspec.model import (
-    EpsilonExploration,
-    NoExploration,
-    SoftmaxExploration,
-    UniformExploration,
-)
-from blendspec.policy import (
+from blendspec.policy.learn import (
     ActionGrid,
     LearnedPolicy,
     PolicyFileError,
@@ -43,6 +36,13 @@ from blendspec.policy import (
     apply_exploration,
     spec_hash,
     state_inputs,
+)
+from blendspec.spec.loader import LoadedSpec, load_spec, load_text
+from blendspec.spec.model import (
+    EpsilonExploration,
+    NoExploration,
+    SoftmaxExploration,
+    UniformExploration,
 )
 from tests.conftest import SPECS
 
@@ -342,7 +342,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def ads_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from blendspec.simulate import World, write_dump
+    from blendspec.sim.world import World, write_dump
 
     path = tmp_path_factory.mktemp("dump") / "ads.parquet"
     world = World.default(seed=0)  # the world `blend simulate` writes from
@@ -398,7 +398,7 @@ def test_blend_run_with_a_policy_file_beside_the_spec(tmp_path: Path, ads_dump: 
     table = pq.read_table(out)
     assert set(table.column("propensity").to_pylist()) == {1.0}
     first = table.filter(table.column("position").to_numpy() == 0)
-    from blendspec.dump import DumpReader
+    from blendspec.io.dump import DumpReader
 
     reader = DumpReader(ads_dump, load_spec(spec).spec)
     state = np.concatenate([b.inputs["user_state"].numpy() for b in reader.batches(64)])
@@ -466,7 +466,7 @@ def test_ray_engine_draws_the_same_actions_as_the_local_engine(
     tmp_path: Path, ads_dump: Path
 ) -> None:
     pytest.importorskip("ray")
-    from blendspec.run import run
+    from blendspec.engine.run import run
 
     table = pq.read_table(ads_dump)
     ids = table.column("request_id").to_pylist()

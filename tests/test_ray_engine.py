@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from blendspec.dump import DumpError
-from blendspec.run import run
+from blendspec.engine.run import run
+from blendspec.io.dump import DumpError
 from tests.test_run import loaded, make_rows, write_parquet
 
 ray = pytest.importorskip("ray")

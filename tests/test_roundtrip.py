@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from pydantic import TypeAdapter
 from pydantic_core import PydanticCustomError
 
-from blendspec import model as m
-from blendspec.diagnostics import Source
-from blendspec.emit import format_expr, to_dsl, to_yaml
-from blendspec.loader import build_model
-from blendspec.syntax import parse_dsl, parse_expression, parse_yaml
+from blendspec.spec import model as m
+from blendspec.spec.diagnostics import Source
+from blendspec.spec.emit import format_expr, to_dsl, to_yaml
+from blendspec.spec.loader import build_model
+from blendspec.spec.syntax import parse_dsl, parse_expression, parse_yaml
 from tests.strategies import expressions, specs
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,7 +55,7 @@ def test_yaml_round_trip_and_conversion(spec: m.Spec) -> None:
 
 def test_text_with_a_trailing_newline_is_quoted_not_a_bare_name() -> None:
     """`$` also matches before a final newline: names and bare DSL words must match whole."""
-    from blendspec.emit import _dsl_value
+    from blendspec.spec.emit import _dsl_value
 
     assert _dsl_value("A\n") == '"A\\n"'
     assert _dsl_value("A") == "A"

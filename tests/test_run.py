@@ -14,9 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.dump import DumpError, DumpReader
-from blendspec.loader import load_text
-from blendspec.run import BadRequestError, Runner, run
+from blendspec.engine.blend import BadRequestError, Runner
+from blendspec.engine.run import run
+from blendspec.io.dump import DumpError, DumpReader
+from blendspec.spec.loader import load_text
 
 SPEC = """
 spec small
@@ -335,8 +336,8 @@ def test_native_and_torch_kernels_give_the_same_slates(tmp_path: Path, spec_name
     """`blend run`'s compiled loops against the torch operators (what `blend export` traces),
     through the whole job on the bundled sample: the same candidates in the same order, the same
     utilities and weights bit for bit, scores equal to float32 rounding."""
-    from blendspec.loader import load_spec
-    from blendspec.sample import sample_dump
+    from blendspec.io.sample import sample_dump
+    from blendspec.spec.loader import load_spec
 
     from .conftest import SPECS
 
@@ -380,7 +381,7 @@ def test_full_width_embeddings_are_taken_without_a_copy(
     """Requests of equal size: the embedding tensor is the Arrow column itself (writable, no
     warning); requests of different sizes go through the padded copy. Both give the same
     values."""
-    from blendspec import dump
+    from blendspec.io import dump
 
     shared: list[bool] = []
     real = dump._as_block

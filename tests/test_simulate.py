@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blendspec.simulate import (
+from blendspec.sim.world import (
     DUMP_COLUMNS,
     OUTCOMES,
     SHARD_MANIFEST,

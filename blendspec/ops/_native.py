@@ -97,7 +97,7 @@ class _Constraints(ctypes.Structure):
 
 
 def _cache_folder() -> Path:
-    from blendspec.sample import cache_dir
+    from blendspec.io.cache import cache_dir
 
     return cache_dir() / "native"
 

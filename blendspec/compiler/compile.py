@@ -1,0 +1,240 @@
+"""Checked spec → typed execution graph. Every node carries the span of the spec text it came from."""
+
+from __future__ import annotations
+
+from blendspec.compiler.graph import Graph, Node
+from blendspec.spec.diagnostics import Span
+from blendspec.spec.forms import split_similarity, split_utility
+from blendspec.spec.loader import LoadedSpec
+from blendspec.spec.model import BinOp, Call, Const, Dpp, Expr, Mmr, Neg, Ref, Spec, Ssd
+from blendspec.spec.syntax import Document, PathKey
+
+_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+
+
+class _Compiler:
+    def __init__(self, spec: Spec, document: Document) -> None:
+        self.spec = spec
+        self.document = document
+        self.graph = Graph(document.source.name, spec.name)
+        self.values: dict[str, Node] = {}
+
+    def span(self, path: PathKey, *, key: bool = False) -> Span | None:
+        return self.document.key_span(path) if key else self.document.span_of(path)
+
+    def expr(self, expr: Expr, path: PathKey) -> Node:
+        span = self.span(path)
+        if isinstance(expr, Const):
+            return self.graph.add("const", (), span, value=expr.value)
+        if isinstance(expr, Ref):
+            return self.values[expr.name]
+        if isinstance(expr, Neg):
+            return self.graph.add("neg", (self.expr(expr.operand, path + ("operand",)),), span)
+        if isinstance(expr, BinOp):
+            left = self.expr(expr.left, path + ("left",))
+            right = self.expr(expr.right, path + ("right",))
+            return self.graph.add(_BINOPS[expr.op], (left, right), span)
+        assert isinstance(expr, Call)
+        argument = self.expr(expr.args[0], path + ("args", 0))
+        params = [_constant(a) for a in expr.args[1:]]
+        if expr.fn == "clip":
+            return self.graph.add("clip", (argument,), span, lo=params[0], hi=params[1])
+        if expr.fn == "pow":
+            return self.graph.add("pow", (argument,), span, k=params[0])
+        if expr.fn in ("zscore", "rank"):
+            return self.graph.add(expr.fn, (argument, self.values["@mask"]), span)
+        return self.graph.add(expr.fn, (argument,), span)
+
+    def build(self) -> Graph:
+        spec, g = self.spec, self.graph
+        self.values["@mask"] = g.add("candidates")
+        for name, declared in spec.inputs.items():
+            self.values[name] = g.add(
+                "input",
+                (),
+                self.span(("inputs", name), key=True),
+                name=name,
+                kind=declared.kind,
+                size=declared.size,
+            )
+        weights = self.weights()
+        terms, constant, _ = split_utility(
+            spec.utility, ("utility",), set(spec.weights), set(spec.objectives) | set(spec.inputs)
+        )
+        used_objectives = {t.objective for t in terms}
+        for name, expr in spec.objectives.items():
+            if name in used_objectives:
+                self.values[name] = self.expr(expr, ("objectives", name))
+        utility_inputs: list[Node] = []
+        for term in terms:
+            utility_inputs += [weights[term.weight], self.values[term.objective]]
+        utility = g.add(
+            "utility",
+            utility_inputs,
+            self.span(("utility",)),
+            terms=tuple(f"{t.weight}*{t.objective}" for t in terms),
+            constant=constant,
+        )
+        eligible = self.values["@mask"]
+        if spec.rules.filters:
+            flags = [self.values[name] for name in spec.rules.filters]
+            eligible = g.add(
+                "filter",
+                (eligible, *flags),
+                self.span(("rules", "filters"), key=True),
+                sets=tuple(spec.rules.filters),
+            )
+        if spec.rules.truncate is not None:
+            eligible = g.add(
+                "truncate",
+                (utility, eligible),
+                self.span(("rules", "truncate")),
+                keep=spec.rules.truncate,
+            )
+        constraints = self.constraints()
+        selection = self.selection(utility, eligible, constraints)
+        applied = [weights[name] for name in spec.weights if name in weights]
+        g.add(
+            "slate",
+            (selection, utility, *applied),
+            self.span(("slate",)),
+            weights=tuple(name for name in spec.weights if name in weights),
+        )
+        return g
+
+    def weights(self) -> dict[str, Node]:
+        spec, g = self.spec, self.graph
+        nodes: dict[str, Node] = {}
+        action: Node | None = None
+        if spec.policy is not None and spec.policy_weights:
+            policy = spec.policy
+            action = g.add(
+                "policy",
+                [self.values[name] for name in policy.state],
+                self.span(("policy",), key=True),
+                weights=spec.policy_weights,
+                grid=tuple(tuple(spec.weights[n].grid or ()) for n in spec.policy_weights),
+                defaults=tuple(spec.weights[n].default for n in spec.policy_weights),
+                file=policy.file,
+                exploration=policy.exploration.kind,
+                fallback=policy.fallback,
+            )
+        for axis, name in enumerate(spec.policy_weights if action is not None else ()):
+            weight = spec.weights[name]
+            nodes[name] = g.add(
+                "policy_weight",
+                (action,),
+                self.span(("weights", name), key=True),
+                name=name,
+                axis=axis,
+                default=weight.default,
+            )
+        for name, weight in spec.weights.items():
+            if name not in nodes:
+                nodes[name] = g.add(
+                    "weight",
+                    (),
+                    self.span(("weights", name), key=True),
+                    name=name,
+                    value=weight.default,
+                )
+        return nodes
+
+    def constraints(self) -> list[Node]:
+        spec, g = self.spec, self.graph
+        nodes = [
+            g.add(
+                "soft_spacing",
+                (self.values[name],),
+                self.span(("spacing", name), key=True),
+                set=name,
+                window=s.window,
+                coefficient=s.coefficient,
+            )
+            for name, s in spec.spacing.items()
+        ]
+        penalty = spec.semantic_id_penalty
+        if penalty is not None:
+            nodes.append(
+                g.add(
+                    "semantic_id_penalty",
+                    (self.values[penalty.input],),
+                    self.span(("semantic_id_penalty",), key=True),
+                    window=penalty.window,
+                    min_prefix=penalty.min_prefix,
+                    coefficient=penalty.coefficient,
+                )
+            )
+        nodes += [
+            g.add(
+                "cap",
+                (self.values[name],),
+                self.span(("rules", "caps", name), key=True),
+                input=name,
+                max=cap.max,
+                window=cap.window,
+            )
+            for name, cap in spec.rules.caps.items()
+        ]
+        return nodes
+
+    def selection(self, utility: Node, eligible: Node, constraints: list[Node]) -> Node:
+        spec, g = self.spec, self.graph
+        diversity = spec.diversity
+        length = spec.slate.length
+        span = self.span(("diversity",), key=True)
+        if not isinstance(diversity, Ssd | Dpp | Mmr):
+            return g.add("greedy", (utility, eligible, *constraints), span, length=length)
+        relevance = g.add(
+            "normalize",
+            (utility, eligible),
+            self.span(("diversity", "relevance")),
+            method=diversity.relevance,
+        )
+        signals, _ = split_similarity(diversity.similarity, ("diversity", "similarity"))
+        features = g.add(
+            "feature_map",
+            (eligible, *(self.values[s.input] for s in signals)),
+            self.span(("diversity", "similarity")),
+            signals=tuple(s.signal for s in signals),
+            betas=tuple(s.beta for s in signals),
+            bias=isinstance(diversity, Ssd),
+        )
+        inputs = (relevance, features, eligible, *constraints)
+        if isinstance(diversity, Ssd):
+            return g.add(
+                "ssd",
+                inputs,
+                span,
+                length=length,
+                window=diversity.window,
+                theta=diversity.theta,
+                gamma=diversity.gamma,
+                variant=diversity.variant,
+                epsilon=diversity.epsilon,
+            )
+        if isinstance(diversity, Dpp):
+            return g.add(
+                "dpp",
+                inputs,
+                span,
+                length=length,
+                alpha=diversity.alpha,
+                window=diversity.window,
+                epsilon=diversity.epsilon,
+            )
+        return g.add("mmr", inputs, span, length=length, lam=diversity.lambda_)
+
+
+def _constant(expr: Expr) -> float:
+    from blendspec.spec.forms import constant_value
+
+    return constant_value(expr)
+
+
+def compile_graph(loaded: LoadedSpec) -> Graph:
+    graph = _Compiler(loaded.spec, loaded.document).build()
+    problems = graph.lint()
+    if problems:  # pragma: no cover - a compiler bug, not a user error
+        raise AssertionError("compiled graph fails lint:\n" + "\n".join(problems))
+    return graph

@@ -1,0 +1,3 @@
+"""Running a spec over a candidate dump: ``blend`` (the runner and the loop over requests),
+``run`` (`blend run`: the local engine, writing slates, rejects and metrics), ``ray_engine`` (the
+same loop over Ray Data), ``report`` (the HTML report)."""
