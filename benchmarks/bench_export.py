@@ -76,12 +76,12 @@ def main() -> None:
     repeat = args.repeat or (3 if args.quick else 5)
     torch.set_num_threads(args.threads)
 
-    from blendspec.dump import DumpReader
-    from blendspec.export import export_spec, load_artifact
-    from blendspec.loader import load_spec
-    from blendspec.lower import REQUEST_SEED_KEY, request_seeds
-    from blendspec.run import Runner
-    from blendspec.simulate import World, write_dump
+    from blendspec.compiler.lower import REQUEST_SEED_KEY, request_seeds
+    from blendspec.engine.blend import Runner
+    from blendspec.io.dump import DumpReader
+    from blendspec.serve.export import export_spec, load_artifact
+    from blendspec.sim.world import World, write_dump
+    from blendspec.spec.loader import load_spec
 
     loaded = load_spec(args.spec)
     runner = Runner(loaded)

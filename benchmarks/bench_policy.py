@@ -8,7 +8,7 @@ Steps, all on specs/ads.blend (a 10 x 10 x 10 grid over w_ctr, w_long_ctr, w_val
 
 1. uniform exploration logs of ``--logs`` requests (stream seed 0);
 2. the exhaustive grid: every held-out request (stream seed 1) served with each of the 1,000
-   actions, exact expected outcomes (``blendspec.explore.grid_values``) — this gives the best
+   actions, exact expected outcomes (``blendspec.policy.explore.grid_values``) — this gives the best
    fixed weights, the spec's defaults, the per-segment and per-request oracles, and the
    on-policy value of any policy on those very requests, all paired;
 3. for each declared reward, a policy of the first ``--method`` (default: the reward-model
@@ -44,7 +44,7 @@ LOG_CHUNK = 10_000
 def _key(*parts: object) -> str:
     """Cache key of a logs chunk or grid: its own parameters and the default world's config (a
     change to the simulator's segments must not reuse values computed in the old world)."""
-    from blendspec.simulate import WorldConfig
+    from blendspec.sim.world import WorldConfig
 
     keyed = [repr(WorldConfig()), *(str(p) for p in parts)]
     return hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:12]
@@ -52,9 +52,9 @@ def _key(*parts: object) -> str:
 
 def logs(cache: Path | None, n: int, seed: int, say) -> pa.Table:  # type: ignore[no-untyped-def]
     """Uniform exploration logs, in chunks of 10k requests (each chunk cached when asked)."""
-    from blendspec.explore import exploration_logs
-    from blendspec.loader import load_spec
-    from blendspec.simulate import World
+    from blendspec.policy.explore import exploration_logs
+    from blendspec.sim.world import World
+    from blendspec.spec.loader import load_spec
 
     loaded, world = load_spec(SPEC), World.default()
     parts = []
@@ -83,9 +83,9 @@ def logs(cache: Path | None, n: int, seed: int, say) -> pa.Table:  # type: ignor
 
 def grid(cache: Path | None, n: int, say):  # type: ignore[no-untyped-def]
     """Every held-out request under every action (cached when asked)."""
-    from blendspec.explore import GridValues, grid_values
-    from blendspec.loader import load_spec
-    from blendspec.simulate import World
+    from blendspec.policy.explore import GridValues, grid_values
+    from blendspec.sim.world import World
+    from blendspec.spec.loader import load_spec
 
     loaded, world = load_spec(SPEC), World.default()
     path = cache / f"grid-{_key(SPEC.read_text(), n, CANDIDATES)}.npz" if cache else None
@@ -130,7 +130,7 @@ class Figure:
 
 
 def _train(spec, table, reward: str, method: str, epochs: int):  # type: ignore[no-untyped-def]
-    from blendspec.policy import train_policy
+    from blendspec.policy.learn import train_policy
 
     options = {"heads": "factorised"} if method == "pg" else {}
     began = time.perf_counter()
@@ -160,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from blendspec.explore import evaluate_on_policy
-    from blendspec.loader import load_spec
-    from blendspec.ope import evaluate
-    from blendspec.policy import ActionGrid, log_data
-    from blendspec.simulate import World
+    from blendspec.policy.explore import evaluate_on_policy
+    from blendspec.policy.learn import ActionGrid, log_data
+    from blendspec.policy.ope import evaluate
+    from blendspec.sim.world import World
+    from blendspec.spec.loader import load_spec
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

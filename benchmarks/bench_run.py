@@ -37,7 +37,7 @@ SPEC = REPO / "specs" / "homefeed.blend"
 
 
 def make_dump(path: Path, requests: int, candidates: int) -> None:
-    from blendspec.simulate import World, write_dump
+    from blendspec.sim.world import World, write_dump
 
     write_dump(World.default(seed=0), path, requests=requests, candidates=candidates, seed=1)
 
@@ -62,8 +62,8 @@ def decode_only(path: Path) -> Timing:
 
 
 def read_only(path: Path) -> Timing:
-    from blendspec.dump import DumpReader
-    from blendspec.loader import load_spec
+    from blendspec.io.dump import DumpReader
+    from blendspec.spec.loader import load_spec
 
     spec = load_spec(SPEC).spec
 
@@ -76,9 +76,9 @@ def read_only(path: Path) -> Timing:
 
 def blend_only(path: Path) -> Timing:
     """The compiled graph on batches already read (what `blend run` adds to reading)."""
-    from blendspec.dump import DumpReader
-    from blendspec.loader import load_spec
-    from blendspec.run import Runner
+    from blendspec.engine.blend import Runner
+    from blendspec.io.dump import DumpReader
+    from blendspec.spec.loader import load_spec
 
     loaded = load_spec(SPEC)
     batches = list(DumpReader(path, loaded.spec).batches(64))
@@ -92,8 +92,8 @@ def blend_only(path: Path) -> Timing:
 
 
 def full_run(path: Path, out: Path) -> Timing:
-    from blendspec.loader import load_spec
-    from blendspec.run import run
+    from blendspec.engine.run import run
+    from blendspec.spec.loader import load_spec
 
     loaded = load_spec(SPEC)
     return timed(lambda: run(loaded, path, out, batch_size=64))
@@ -103,7 +103,7 @@ def peak_memory(path: Path, out: Path) -> float:
     """Peak RSS (MiB) of a fresh `blend run` process."""
     probe = (
         "import resource, sys; from pathlib import Path; "
-        "from blendspec.loader import load_spec; from blendspec.run import run; "
+        "from blendspec.spec.loader import load_spec; from blendspec.engine.run import run; "
         f"run(load_spec({str(SPEC)!r}), Path({str(path)!r}), Path({str(out)!r})); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
