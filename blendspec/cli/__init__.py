@@ -16,7 +16,8 @@ import typer
 from rich.markup import escape
 
 from blendspec.cli import diff, explain, export, policy, run, spec
-from blendspec.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _stderr, writes_files
+from blendspec.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, writes_files
+from blendspec.io.console import stderr_console
 from blendspec.io.outputs import environment_message
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -55,16 +56,16 @@ def main() -> None:
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        _stderr().print("interrupted")
+        stderr_console().print("interrupted")
         sys.exit(130)
     except Exception as error:  # the last line of defence against a traceback
         if os.environ.get("BLENDSPEC_DEBUG"):
             raise
         message = environment_message(error)  # a full disk is not a bug in blendspec
         if message is not None:
-            _stderr().print(f"[bold red]error[/bold red]: {escape(message)}")
+            stderr_console().print(f"[bold red]error[/bold red]: {escape(message)}")
             sys.exit(EXIT_USAGE)
-        _stderr().print(
+        stderr_console().print(
             f"internal error: {type(error).__name__}: {error}\n"
             "this is a bug in blendspec; set BLENDSPEC_DEBUG=1 to see the traceback"
         )

@@ -17,15 +17,12 @@ from typing import NoReturn, ParamSpec, TypeVar
 import typer
 from rich.markup import escape
 
-from blendspec.io.console import stderr_console, stdout_console
+from blendspec.io.console import stderr_console
 from blendspec.io.outputs import OutputError, check_writable, environment_message, guard_paths
 from blendspec.spec.diagnostics import SpecError, render_text
 from blendspec.spec.loader import LoadedSpec, load_spec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-_stderr = stderr_console
-_stdout = stdout_console
 
 
 class OutputFormat(StrEnum):
@@ -37,7 +34,7 @@ def show_diagnostics(error: SpecError, output: OutputFormat) -> None:
     """A spec's diagnostics on stderr (text); with --format json they go into the report."""
     if output is OutputFormat.json:
         return
-    _stderr().print(render_text(error.source, error.diagnostics, color=True))
+    stderr_console().print(render_text(error.source, error.diagnostics, color=True))
 
 
 def load(path: Path) -> LoadedSpec:
@@ -56,7 +53,7 @@ def load_or_exit(path: Path) -> LoadedSpec:
 
 def fail(message: str, code: int = EXIT_FAILED, help: str | None = None) -> NoReturn:
     """One error line (and an optional help line) on stderr, then exit with `code`."""
-    console = _stderr()
+    console = stderr_console()
     console.print(f"[bold red]error[/bold red]: {escape(message)}")
     if help:
         console.print(f"  = help: {escape(help)}")

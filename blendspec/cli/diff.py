@@ -40,14 +40,11 @@ class _Failure(Exception):
     """A user error already reported on stderr: exit 2."""
 
 
-_stderr = stderr_console
-
-
 def _load(path: Path) -> LoadedSpec:
     try:
         return load_spec(path)
     except SpecError as error:
-        _stderr().print(render_text(error.source, error.diagnostics, color=True))
+        stderr_console().print(render_text(error.source, error.diagnostics, color=True))
         raise _Failure from None
 
 
@@ -58,7 +55,7 @@ def _load_revision(text: str, name: str, path: Path) -> LoadedSpec:
     try:
         return load_source(Source(name, text), syntax, base_dir=None)
     except SpecError as error:
-        _stderr().print(render_text(error.source, error.diagnostics, color=True))
+        stderr_console().print(render_text(error.source, error.diagnostics, color=True))
         raise _Failure from None
 
 
@@ -78,7 +75,7 @@ def _impact(
     from blendspec.policy.learn import PolicyFileError
     from blendspec.review.diff import compute_impact
 
-    console = _stderr()
+    console = stderr_console()
     if not candidates.exists():
         console.print(f"[bold red]error[/bold red]: no candidate dump at {candidates}")
         raise _Failure
@@ -149,7 +146,7 @@ def diff_command(
     from blendspec.review.diff import GitError, Severity, build_report
     from blendspec.review.render import render
 
-    console = _stderr()
+    console = stderr_console()
     given = [p for p in (old, new, *(paths or [])) if p is not None]
     fail = Severity(fail_on.value) if fail_on is not None else None
 

@@ -11,13 +11,12 @@ import typer
 from blendspec.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
-    _stderr,
-    _stdout,
     fail,
     guard_outputs,
     load_or_exit,
     policy_input,
 )
+from blendspec.io.console import stderr_console, stdout_console
 
 
 def export_command(
@@ -35,7 +34,7 @@ def export_command(
     guard_outputs([("spec", spec)], [("--output", output)])
     loaded = load_or_exit(spec)
     guard_outputs([("spec", spec), policy_input(loaded)], [("--output", output)])
-    with _stderr().status(f"exporting {escape(str(spec))} (tracing the graph) …"):
+    with stderr_console().status(f"exporting {escape(str(spec))} (tracing the graph) …"):
         try:
             result = export_spec(loaded, output)
         except ExportError as error:
@@ -50,8 +49,8 @@ def export_command(
         table.add_column(column)
     for c in meta.inputs:
         table.add_row(escape(c.name), c.kind, c.dtype, escape(str(c.shape)))
-    _stdout().print(table)
-    _stdout().print(
+    stdout_console().print(table)
+    stdout_console().print(
         f"outputs: {', '.join(meta.outputs)}\n"
         f"slate {meta.slate_length}; N a multiple of {meta.candidate_multiple}, B and N dynamic; "
         f"spec hash {meta.spec_hash}; {result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s"

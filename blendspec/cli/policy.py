@@ -15,7 +15,6 @@ from blendspec.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     OutputFormat,
-    _stdout,
     fail,
     guard_outputs,
     load_or_exit,
@@ -23,6 +22,7 @@ from blendspec.cli.common import (
     write_atomic,
     writes_files,
 )
+from blendspec.io.console import stdout_console
 
 app = typer.Typer(help="DRL-PUT: learn per-request utility weights from logs.")
 
@@ -79,7 +79,7 @@ def policy_train(
         f"validation ({result.validation_rows:,} requests, best epoch {result.best_epoch})",
         result.validation,
     )
-    _stdout().print(f"policy → {out}")
+    stdout_console().print(f"policy → {out}")
 
 
 @app.command("eval")
@@ -133,7 +133,7 @@ def _estimates_table(title: str, estimates: dict) -> None:  # type: ignore[type-
             f"{e['n_effective']:,.0f}",
             escape(str(e["warning"] or e["flag"] or "")),
         )
-    _stdout().print(table)
+    stdout_console().print(table)
 
 
 @app.command("report")
@@ -242,6 +242,6 @@ def report_command(
     if output == "json":
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
-        print_report(report, _stdout())
+        print_report(report, stdout_console())
         if html_out is not None:
-            _stdout().print(f"plots → {html_out}")
+            stdout_console().print(f"plots → {html_out}")

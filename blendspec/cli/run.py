@@ -12,15 +12,13 @@ from rich.markup import escape
 from blendspec.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
-    _stderr,
-    _stdout,
     fail,
     guard_outputs,
     load_or_exit,
     policy_input,
     writes_files,
 )
-from blendspec.io.console import progress_bar
+from blendspec.io.console import progress_bar, stderr_console, stdout_console
 from blendspec.io.outputs import default_rejects_path
 
 
@@ -97,7 +95,7 @@ def run_command(
     guard_outputs(read, outputs)
     if threads is not None:
         torch.set_num_threads(threads)
-    console = _stderr()
+    console = stderr_console()
     if kernels is KernelChoice.native:
         from blendspec.ops import _native
 
@@ -147,7 +145,7 @@ def run_command(
         write_metrics(metrics, summary)
     _print_summary(summary)
     if report is not None:
-        _stdout().print(f"report → {report}")
+        stdout_console().print(f"report → {report}")
 
 
 class Exploration(StrEnum):
@@ -216,7 +214,7 @@ def simulate(
             epsilon=epsilon, seed=seed, candidates=size_,
         )  # fmt: skip
         write_logs(logs, out)
-        _stdout().print(f"wrote exploration logs of {logs.num_rows:,} requests → {out}")
+        stdout_console().print(f"wrote exploration logs of {logs.num_rows:,} requests → {out}")
         return
 
     if min_candidates is not None and min_candidates > candidates:
@@ -230,7 +228,7 @@ def simulate(
         world, out, requests=requests, candidates=size, seed=seed,
         format=format.value, shard_rows=shard_rows, overwrite=overwrite,
     )  # fmt: skip
-    _stdout().print(
+    stdout_console().print(
         f"wrote {info.requests:,} requests, {info.rows:,} rows in {len(info.files)} "
         f"file{'s' * (len(info.files) != 1)} → {out}"
     )
@@ -252,7 +250,7 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     table.add_row("requests/s", f"{summary.requests_per_second:,.1f}")
     for name, value in summary.metrics.items():
         table.add_row(escape(name), f"{value:.4g}")
-    _stdout().print(table)
-    _stdout().print(f"slates → {summary.slates_path}")
+    stdout_console().print(table)
+    stdout_console().print(f"slates → {summary.slates_path}")
     if summary.rejects_path:
-        _stdout().print(f"rejects → {summary.rejects_path}")
+        stdout_console().print(f"rejects → {summary.rejects_path}")

@@ -22,8 +22,6 @@ from blendspec.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     OutputFormat,
-    _stderr,
-    _stdout,
     fail,
     guard_outputs,
     load,
@@ -33,6 +31,7 @@ from blendspec.cli.common import (
     write_atomic,
     writes_files,
 )
+from blendspec.io.console import stderr_console, stdout_console
 from blendspec.spec.diagnostics import SpecError, render_text, to_json
 from blendspec.spec.loader import LoadedSpec
 
@@ -63,7 +62,7 @@ def validate(
         fail("--candidates checks a dump against exactly one spec", EXIT_USAGE)
     failed = False
     report: list[dict[str, object]] = []
-    console = _stderr()
+    console = stderr_console()
     for path in specs:
         try:
             loaded = load(path)
@@ -111,10 +110,10 @@ def _validate_dump(
     try:
         report = validate_dump(candidates, loaded.spec)
     except DumpError as error:
-        _stderr().print(f"[bold red]error[/bold red]: {escape(str(error))}")
+        stderr_console().print(f"[bold red]error[/bold red]: {escape(str(error))}")
         return False, {"dump": str(candidates), "ok": False, "error": str(error)}
     if output is OutputFormat.text:
-        out = _stdout()
+        out = stdout_console()
         out.print(
             f"dump {candidates} against {loaded.document.source.name}: "
             f"{report.requests:,} requests, {report.rows:,} rows"
@@ -184,7 +183,7 @@ def fmt(
             continue
         if check:
             failed = True
-            _stderr().print(f"[yellow]would reformat[/yellow] {path}")
+            stderr_console().print(f"[yellow]would reformat[/yellow] {path}")
             diff = difflib.unified_diff(
                 loaded.document.source.text.splitlines(keepends=True),
                 text.splitlines(keepends=True),
@@ -194,7 +193,7 @@ def fmt(
             sys.stderr.write("".join(diff))
         else:
             write_atomic(path.resolve(), text)  # a symlinked spec stays a symlink
-            _stderr().print(f"reformatted {path}")
+            stderr_console().print(f"reformatted {path}")
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
