@@ -342,12 +342,6 @@ for window, slate in UPPER_BOUND_CASES:
 """
 
 
-@pytest.mark.xfail(
-    reason="blendspec/ops/csrc/greedy.c penalty(): the semantic-ID weights live in a stack array "
-    "of MAX_PLANES (64) doubles, written at (t - d) % w and read up to w: a window over 64 reads "
-    "(and with T > 64 writes) past it — NaN scores or a segfault",
-    strict=False,
-)
 def test_windows_at_the_upper_bound_run_native() -> None:
     """The compiled loops at the same bounds, in a child process: a crash must not take pytest."""
     import subprocess

@@ -56,7 +56,8 @@ def prepare(
     width = padded_width(n)
     valid = pad_candidates(mask, width, False)
     r = pad_candidates(sanitize(relevance.to(torch.float32), mask), width, 0.0)
-    return Prepared(b, n, width, valid, r, prepare_constraints(constraints, mask, width))
+    cons = prepare_constraints(constraints, mask, width, slate_length)
+    return Prepared(b, n, width, valid, r, cons)
 
 
 def load_transposed(out: Tensor, features: Tensor, valid: Tensor) -> None:

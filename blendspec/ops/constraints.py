@@ -11,7 +11,7 @@ penalties (ties must go to the lower index), and so that nothing depends on the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -160,12 +160,39 @@ class PreparedConstraints:
         return bool(self.caps)
 
 
+def clamp_windows(c: GreedyConstraints, slate_length: int) -> GreedyConstraints:
+    """The constraints with every window past the slate clamped to its length T (0 stays 0).
+
+    A window of w >= T acts exactly as one of T: spacing and semantic-ID sums run over the
+    min(w, t) previous positions, t < T, and a cap's count never loses a position within T
+    steps either way. Clamping where the operators receive the windows keeps every buffer and
+    weight table sized by min(w, T) (a spec allows windows up to 1,000) and makes w and T the
+    very same input, bits included (the integer unit of the 1/d weights follows the window).
+    """
+    top = max(slate_length, 1)
+    sid = c.semantic_id
+    if (
+        all(s.window <= top for s in c.spacing)
+        and all(k.window <= top for k in c.caps)
+        and (sid is None or sid.window <= top)
+    ):
+        return c
+    return GreedyConstraints(
+        tuple(replace(s, window=min(s.window, top)) for s in c.spacing),
+        None if sid is None else replace(sid, window=min(sid.window, top)),
+        tuple(replace(k, window=min(k.window, top)) for k in c.caps),
+    )
+
+
 def prepare_constraints(
-    c: GreedyConstraints | None, mask: Tensor, width: int
+    c: GreedyConstraints | None, mask: Tensor, width: int, slate_length: int | None = None
 ) -> PreparedConstraints:
-    """Validate, sanitise padding and pad every constraint tensor to ``width`` candidates."""
+    """Validate, sanitise padding and pad every constraint tensor to ``width`` candidates; with
+    ``slate_length``, clamp the windows to it (``clamp_windows``)."""
     c = c or NO_CONSTRAINTS
     validate_constraints(c, tuple(mask.shape))
+    if slate_length is not None:
+        c = clamp_windows(c, slate_length)
     flags = tuple(
         pad_candidates(sanitize(s.flags.bool(), mask, False).to(torch.float32), width)
         for s in c.spacing
@@ -224,7 +251,7 @@ class ConstraintState:
         self.spacing_weights: list[Tensor] = []
         self.spacing_scale: list[float] = []
         for s in prep.spacing:
-            unit, scale = _harmonic_unit(s.window, 1)  # the spec's window: same unit as ever
+            unit, scale = _harmonic_unit(s.window, 1)  # the window as prepared (<= T)
             self.spacing_scale.append(s.coefficient * scale)
             reach = min(s.window, t_len)
             w = [unit / d for d in range(reach, 0, -1)]  # oldest first

@@ -55,6 +55,9 @@ def dpp(
     if not epsilon > 0:
         raise ValueError(f"DPP epsilon must be > 0, got {epsilon!r}")
     p = prepare(relevance, mask, constraints, slate_length, features)
+    if window is not None:
+        # w >= T never evicts (T - 1 picks): the same as T, with kernel columns kept by min(w, T).
+        window = min(window, max(slate_length, 1))
     if p.n == 0:
         return empty_selection(p.batch, slate_length, mask.device, p.trace_names(trace))
     d = features.shape[2]

@@ -75,7 +75,9 @@ def ssd(
     if p.n == 0:
         return empty_selection(p.batch, slate_length, mask.device, trace_names=p.trace_names(trace))
     d = features.shape[2]
-    w = window
+    # A window of w >= T never evicts (T - 1 pushes): the same as one of T, with the Gram
+    # matrix and the [-C; P] rows sized by min(w, T).
+    w = min(window, max(slate_length, 1))
     rows = 2 * w + d
     theta_f, eps = float(theta), float(epsilon)
     div_coef = (1.0 - theta_f) * float(gamma)

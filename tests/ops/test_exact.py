@@ -20,7 +20,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blendspec.ops import Selection, SimilaritySignals, _native, dpp, feature_map, kernels, mmr, ssd
+from blendspec.ops import (
+    CategoryCap,
+    GreedyConstraints,
+    Selection,
+    SemanticIdPenalty,
+    SimilaritySignals,
+    SoftSpacing,
+    _native,
+    dpp,
+    feature_map,
+    kernels,
+    mmr,
+    ssd,
+)
 
 from . import reference as ref
 
@@ -53,10 +66,15 @@ class Problem:
 
 
 @st.composite
-def hard_problems(draw: st.DrawFn, max_t: int = 12) -> Problem:
-    """A batch of 1-3 requests in the hard regime (see the module docstring)."""
+def hard_problems(
+    draw: st.DrawFn, max_t: int = 12, dims: tuple[int, ...] = (2, 4, 8), jitter: bool = False
+) -> Problem:
+    """A batch of 1-3 requests in the hard regime (see the module docstring); with ``jitter``,
+    duplicates may be near-duplicates (a relative perturbation of 1e-4 to 1e-2) and low-rank
+    features get a little full-rank noise: conditional variances small but far above rounding
+    noise, where float32 kernel rows are not enough."""
     kind = draw(st.sampled_from(["embedding", "category", "mixed", "lowrank"]))
-    dim = draw(st.sampled_from([2, 4, 8]))
+    dim = draw(st.sampled_from(dims))
     t = draw(st.integers(1, max_t))
     b = draw(st.integers(1, 3))
     counts = [draw(st.integers(t, 4 * t)) for _ in range(b)]
@@ -70,13 +88,18 @@ def hard_problems(draw: st.DrawFn, max_t: int = 12) -> Problem:
     if kind == "lowrank":  # rank 1 or 2 in dim dimensions
         k = int(rng.integers(1, 3))
         emb = (rng.standard_normal((b, n, k)) @ rng.standard_normal((b, k, dim))).astype(np.float32)
+        if jitter:  # nearly low rank: past the first picks every d_i^2 is small, not zero
+            emb += draw(st.sampled_from([1e-3, 1e-2])) * rng.standard_normal((b, n, dim))
     cats = rng.integers(0, dim, size=(b, n)).astype(np.int64)
     dup = draw(st.sampled_from([0.0, 0.3, 0.6]))
+    noise = draw(st.sampled_from([0.0, 1e-4, 1e-3, 1e-2])) if jitter else 0.0
     for i in range(b):
         for j in range(1, n):
             if rng.random() < dup:
                 k = int(rng.integers(0, j))
                 emb[i, j], cats[i, j] = emb[i, k], cats[i, k]
+                if noise:
+                    emb[i, j] += noise * np.abs(emb[i, k]).max() * rng.standard_normal(dim)
                 if rng.random() < 0.3:
                     rel[i, j] = rel[i, k]
     rel[~mask] = np.nan
@@ -157,6 +180,10 @@ def test_ssd_is_exact(p: Problem, width, theta, gamma, variant, epsilon) -> None
     st.sampled_from([1e-6, 1e-3, 0.1]),
 )
 def test_dpp_is_exact(p: Problem, window, alpha, epsilon) -> None:  # type: ignore[no-untyped-def]
+    _check_dpp(p, window, alpha, epsilon, "dpp")
+
+
+def _check_dpp(p: Problem, window: int | None, alpha: float, epsilon: float, name: str) -> None:
     kernel = _native._choice.get()
     phi = feature_map(p.signals, p.mask, bias=False)
     sel = dpp(
@@ -167,7 +194,7 @@ def test_dpp_is_exact(p: Problem, window, alpha, epsilon) -> None:  # type: igno
         valid, r, x = _request(p, phi, i)
         s = np.where(np.outer(valid, valid), x @ x.T, 0.0)
         res = ref.dpp(r, s, valid, ref.RefConstraints(), p.slate_length, alpha, window, epsilon)
-        check_exact(f"dpp[{kernel}]", sel, i, res, int(valid.sum()))
+        check_exact(f"{name}[{kernel}]", sel, i, res, int(valid.sum()))
         if sel.indices[i].tolist() == res.picks + [-1] * (p.slate_length - len(res.picks)):
             assert bool(sel.early_stops[i]) == res.early_stop
 
@@ -286,3 +313,167 @@ def test_trace_adds_up_in_the_hard_regime(p: Problem, theta: float, variant: str
     total = traced.trace["relevance"] + traced.trace["diversity"]
     taken = traced.indices >= 0
     torch.testing.assert_close(total[taken], traced.scores[taken], rtol=1e-5, atol=1e-6)
+
+
+def _clustered(
+    b: int, n: int, d: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Relevance, mask and topic-clustered embeddings: well conditioned for the float32 pass."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones((b, n), dtype=torch.bool)
+    topics = torch.randn((4, d), generator=g)
+    emb = topics[torch.randint(0, 4, (b, n), generator=g)] + torch.randn((b, n, d), generator=g)
+    return torch.randn((b, n), generator=g), mask, emb
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_dpp_float32_attempt_agrees_with_float64(
+    monkeypatch: pytest.MonkeyPatch, window: int | None
+) -> None:
+    """The DPP loop's float32 attempt (float32 kernel rows while every d_i^2 stays above
+    DPP_TAU of S_ii) picks the float64 slates on well-conditioned inputs, to within float32
+    rounding of the scores; and it did run (the float64-only scores differ in their last bits)."""
+    if _native.library() is None:
+        pytest.skip(f"compiled loops unavailable: {_native.build_error}")
+    r, mask, emb = _clustered(6, 300, 128, seed=5)  # d_i^2 stays above 0.2 S_ii
+    phi = feature_map(SimilaritySignals(embeddings=((emb, 1.0),)), mask, bias=False)
+    kw = {"slate_length": 40, "alpha": 1.0, "window": window}
+    with kernels("native"):
+        auto = dpp(r, phi, mask, **kw)
+        monkeypatch.setattr(_native, "DPP_TAU", 0.0)
+        exact = dpp(r, phi, mask, **kw)
+    assert torch.equal(auto.indices, exact.indices)
+    assert not bool(auto.early_stops.any())
+    torch.testing.assert_close(auto.scores, exact.scores, rtol=0, atol=2e-6)
+    assert not torch.equal(auto.scores, exact.scores)
+
+
+@pytest.mark.parametrize("case", ["duplicates", "lowrank", "nearly-lowrank", "categories", "stop"])
+def test_dpp_float32_attempt_falls_back_to_float64(
+    monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Where a conditional variance collapses (duplicates, low rank, category one-hots) or the
+    best d_i^2 of L nears epsilon (the early stop is decided in float64 only), the request is
+    rerun in float64 from the start: the result is the float64-only run's, bit for bit, early
+    stops included. The features have more dimensions than the slate has picks, so the float32
+    attempt is made (fewer go to float64 directly)."""
+    if _native.library() is None:
+        pytest.skip(f"compiled loops unavailable: {_native.build_error}")
+    r, mask, emb = _clustered(4, 120, 48, seed=9)
+    epsilon, alpha, slate = 1e-6, 0.5, 30
+    signals = SimilaritySignals(embeddings=((emb, 1.0),))
+    if case == "duplicates":
+        emb[:, 1::3] = emb[:, ::3][:, : emb[:, 1::3].shape[1]]
+    elif case == "lowrank":
+        g = torch.Generator().manual_seed(3)
+        emb = torch.randn((4, 120, 2), generator=g) @ torch.randn((4, 2, 48), generator=g)
+        signals = SimilaritySignals(embeddings=((emb, 1.0),))
+    elif case == "nearly-lowrank":
+        # Rank 12 in 48 dimensions plus noise: past 12 picks every d_i^2 is small but far above
+        # epsilon, and float32 kernel rows alone misorder them (measured: without the fall-back
+        # the second request's slate leaves the float64 one at pick 32).
+        g = torch.Generator().manual_seed(2)
+        mask = torch.ones((4, 200), dtype=torch.bool)
+        r = torch.randn((4, 200), generator=g)
+        emb = torch.randn((4, 200, 12), generator=g) @ torch.randn((4, 12, 48), generator=g)
+        emb += 0.05 * torch.randn((4, 200, 48), generator=g)
+        signals = SimilaritySignals(embeddings=((emb, 1.0),))
+        alpha, slate = 1.0, 45
+    elif case == "categories":
+        cats = torch.randint(0, 40, (4, 120), generator=torch.Generator().manual_seed(4))
+        # Mostly the one-hot: a pick leaves its category's others with d_i^2 ~ 0.02 S_ii.
+        signals = SimilaritySignals(embeddings=((emb, 0.01),), categories=((cats, 1.0),))
+    else:
+        epsilon, alpha = 0.6, 0.0  # S_ii = 1: max d_i^2 falls below 0.6 within the slate
+    phi = feature_map(signals, mask, bias=False)
+    assert phi.shape[2] > slate
+    kw = {"slate_length": slate, "alpha": alpha, "epsilon": epsilon}
+    with kernels("native"):
+        auto = dpp(r, phi, mask, **kw)
+        monkeypatch.setattr(_native, "DPP_TAU", 0.0)
+        exact = dpp(r, phi, mask, **kw)
+    assert torch.equal(auto.indices, exact.indices)
+    assert torch.equal(auto.scores, exact.scores)
+    assert torch.equal(auto.early_stops, exact.early_stops)
+    if case in ("stop", "lowrank"):  # rank 2: d_i^2 < epsilon after two picks
+        assert bool(exact.early_stops.all())
+
+
+@_SETTINGS
+@given(
+    hard_problems(dims=(24, 40), jitter=True),
+    st.sampled_from([None, 1, 3]),
+    st.sampled_from([0.0, 1.0]),
+    st.sampled_from([1e-6, 0.1]),
+)
+def test_dpp_float32_pass_is_exact(p: Problem, window, alpha, epsilon) -> None:  # type: ignore[no-untyped-def]
+    """test_dpp_is_exact with more feature dimensions than picks: the compiled loop's float32
+    attempt runs (and on these hard inputs mostly falls back to float64 partway)."""
+    _check_dpp(p, window, alpha, epsilon, "dpp-wide")
+
+
+def _window_problem(t: int, seed: int = 2):  # type: ignore[no-untyped-def]
+    """Three requests of 100 candidates with every in-loop constraint (spacing, semantic IDs, a
+    cap), for slates of t picks."""
+    g = torch.Generator().manual_seed(seed)
+    b, n = 3, 100
+    r, mask, emb = _clustered(b, n, 16, seed)
+    codes = torch.randint(0, 3, (b, n, 3), generator=g)
+    cats = torch.randint(0, 4, (b, n), generator=g)
+    flags = torch.rand((b, n), generator=g) < 0.3
+
+    def constraints(w: int) -> GreedyConstraints:
+        return GreedyConstraints(
+            (SoftSpacing(flags, w, 0.4),),
+            SemanticIdPenalty(codes, w, 1, 0.3),
+            (CategoryCap(cats, t // 3, w),),
+        )
+
+    return r, mask, emb, constraints
+
+
+def _windowed(op: str, w: int, t: int, cons: GreedyConstraints | None) -> Selection:
+    r, mask, emb, _ = _window_problem(t)
+    signals = SimilaritySignals(embeddings=((emb, 1.0),))
+    if op == "ssd":
+        phi = feature_map(signals, mask, bias=True)
+        return ssd(r, phi, mask, cons, slate_length=t, window=w, theta=0.6, gamma=1.0)
+    phi = feature_map(signals, mask, bias=False)
+    if op == "dpp":
+        return dpp(r, phi, mask, cons, slate_length=t, alpha=1.0, window=w)
+    return mmr(r, phi, mask, cons, slate_length=t, lam=0.6)
+
+
+@pytest.mark.parametrize("op", ["ssd", "dpp", "mmr"])
+def test_windows_past_the_slate_act_as_the_slate(op: str) -> None:
+    """A window of w >= T acts exactly as one of T (SSD never evicts before T - 1 pushes, DPP's
+    sliding window neither; spacing and semantic-ID sums run over min(w, t) previous picks):
+    the same slates and scores, bit for bit, for w = T and w = 10 T, in the operator's own window
+    and in every constraint's. T = 70 also takes the compiled loop's semantic-ID ring past its
+    old fixed 64 entries (a window over 64 read past it, and wrote past it with T > 64)."""
+    t = 70
+    _, _, _, constraints = _window_problem(t)
+    at_t = _windowed(op, t, t, constraints(t))
+    far = _windowed(op, 10 * t, t, constraints(10 * t))
+    assert torch.equal(at_t.indices, far.indices)
+    assert torch.equal(at_t.scores, far.scores)
+    assert torch.equal(at_t.cap_violations, far.cap_violations)
+    assert bool((far.indices >= 0).all()) and bool(torch.isfinite(far.scores).all())
+
+
+@pytest.mark.parametrize("op", ["ssd", "dpp"])
+def test_an_operator_window_past_the_slate_is_the_unwindowed_recurrence(op: str) -> None:
+    """And the slate of w = 10 T is the float64 recurrence's with that very window."""
+    t = 30
+    r, mask, emb, _ = _window_problem(t)
+    sel = _windowed(op, 10 * t, t, None)
+    phi = feature_map(SimilaritySignals(embeddings=((emb, 1.0),)), mask, bias=op == "ssd")
+    for i in range(r.shape[0]):
+        valid = mask[i].numpy()
+        ri = r[i].double().numpy()
+        x = phi[i].double().numpy()
+        if op == "ssd":
+            res = ref.ssd(ri, x, valid, ref.RefConstraints(), t, 10 * t, 0.6, 1.0)
+        else:
+            res = ref.dpp(ri, x @ x.T, valid, ref.RefConstraints(), t, 1.0, 10 * t)
+        check_exact(f"{op}-long-window", sel, i, res, int(valid.sum()))

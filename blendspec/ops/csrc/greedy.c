@@ -18,6 +18,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -70,15 +73,109 @@ typedef struct {
 DEFINE_ACCUMULATE(float, f)
 DEFINE_ACCUMULATE(double, d)
 
-/* phi [N, D] of one request, transposed into phi_t [D, N]; columns of invalid candidates are
-   zeroed (padding may hold NaN), and squares[i] = sum_k phi[i, k]^2 in feature order. */
-#define DEFINE_LOAD(real, sfx)                                                                    \
-    static void load_##sfx(const float *phi, const uint8_t *valid, int n, int d, real *phi_t,     \
-                           real *squares) {                                                       \
-        for (int i = 0; i < n; i++) {                                                             \
+/* out[i] += sum_k coef[k] * rows[k][i] with float32 inputs and a float64 total: the products are
+   summed in float32 over blocks of 8 rows, in order, and each block's sum is added to out[i] in
+   float64. Reading float32 halves the bytes of the float64 form, the conversion happens once per
+   8 products, and the float32 rounding stays that of an 8-term sum instead of a D-term one. */
+static void accumulate_fd(const float *restrict rows, size_t stride, const float *coef, int n_rows,
+                          int n, double *restrict out) {
+    for (int k = 0; k < n_rows; k += 8) {
+        const float *r = rows + (size_t)k * stride;
+        const float *c = coef + k;
+        if (k + 8 <= n_rows) {
+            const float *r1 = r + stride, *r2 = r1 + stride, *r3 = r2 + stride, *r4 = r3 + stride,
+                        *r5 = r4 + stride, *r6 = r5 + stride, *r7 = r6 + stride;
+            for (int i = 0; i < n; i++) {
+                float s = r[i] * c[0];
+                s += r1[i] * c[1];
+                s += r2[i] * c[2];
+                s += r3[i] * c[3];
+                s += r4[i] * c[4];
+                s += r5[i] * c[5];
+                s += r6[i] * c[6];
+                s += r7[i] * c[7];
+                out[i] += (double)s;
+            }
+        } else {
+            int m = n_rows - k;
+            for (int i = 0; i < n; i++) {
+                float s = r[i] * c[0];
+                for (int q = 1; q < m; q++) s += r[(size_t)q * stride + i] * c[q];
+                out[i] += (double)s;
+            }
+        }
+    }
+}
+
+/* phi [N, D] of one request, transposed into phi_t [D, N] as `real`; columns of invalid
+   candidates are zeroed (padding may hold NaN). */
+#define DEFINE_TRANSPOSE(real, sfx)                                                               \
+    static void transpose_rows_##sfx(const float *phi, const uint8_t *valid, int i0, int i1,      \
+                                     int n, int d, real *phi_t) {                                 \
+        for (int i = i0; i < i1; i++) {                                                           \
             const float *row = phi + (size_t)i * d;                                               \
             for (int k = 0; k < d; k++) phi_t[(size_t)k * n + i] = valid[i] ? (real)row[k] : 0;   \
         }                                                                                         \
+    }
+DEFINE_TRANSPOSE(float, f)
+DEFINE_TRANSPOSE(double, d)
+
+static void transpose_f(const float *phi, const uint8_t *valid, int n, int d, float *phi_t) {
+    int i0 = 0;
+#ifdef __AVX__
+    /* Element by element, every store of the scalar form lands on another cache line (~1
+       element per cycle, as long as ~7 of the request's 50 kernel rows at N=500, d=256); blocks
+       of 8 x 8 through registers write whole runs of 8. */
+    for (; i0 + 8 <= n; i0 += 8) {
+        int all = 1;
+        for (int q = 0; q < 8; q++) all &= valid[i0 + q] != 0;
+        if (!all) {
+            transpose_rows_f(phi, valid, i0, i0 + 8, n, d, phi_t);
+            continue;
+        }
+        const float *b = phi + (size_t)i0 * d;
+        size_t sd = (size_t)d, sn = (size_t)n;
+        int k0 = 0;
+        for (; k0 + 8 <= d; k0 += 8) {
+            __m256 r0 = _mm256_loadu_ps(b + k0), r1 = _mm256_loadu_ps(b + sd + k0),
+                   r2 = _mm256_loadu_ps(b + 2 * sd + k0), r3 = _mm256_loadu_ps(b + 3 * sd + k0),
+                   r4 = _mm256_loadu_ps(b + 4 * sd + k0), r5 = _mm256_loadu_ps(b + 5 * sd + k0),
+                   r6 = _mm256_loadu_ps(b + 6 * sd + k0), r7 = _mm256_loadu_ps(b + 7 * sd + k0);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+                   t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3),
+                   t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *o = phi_t + (size_t)k0 * sn + i0;
+            _mm256_storeu_ps(o, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(o + sn, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(o + 2 * sn, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(o + 3 * sn, _mm256_permute2f128_ps(s3, s7, 0x20));
+            _mm256_storeu_ps(o + 4 * sn, _mm256_permute2f128_ps(s0, s4, 0x31));
+            _mm256_storeu_ps(o + 5 * sn, _mm256_permute2f128_ps(s1, s5, 0x31));
+            _mm256_storeu_ps(o + 6 * sn, _mm256_permute2f128_ps(s2, s6, 0x31));
+            _mm256_storeu_ps(o + 7 * sn, _mm256_permute2f128_ps(s3, s7, 0x31));
+        }
+        for (; k0 < d; k0++)
+            for (int q = 0; q < 8; q++) phi_t[(size_t)k0 * sn + i0 + q] = b[(size_t)q * sd + k0];
+    }
+#endif
+    transpose_rows_f(phi, valid, i0, n, n, d, phi_t);
+}
+
+static void transpose_d(const float *phi, const uint8_t *valid, int n, int d, double *phi_t) {
+    transpose_rows_d(phi, valid, 0, n, n, d, phi_t);
+}
+
+/* phi_t as above and, unless squares is NULL, squares[i] = sum_k phi[i, k]^2 in feature order. */
+#define DEFINE_LOAD(real, sfx)                                                                    \
+    static void load_##sfx(const float *phi, const uint8_t *valid, int n, int d, real *phi_t,     \
+                           real *squares) {                                                       \
+        transpose_##sfx(phi, valid, n, d, phi_t);                                                 \
+        if (!squares) return;                                                                     \
         for (int i = 0; i < n; i++) squares[i] = 0;                                               \
         for (int k = 0; k < d; k++) {                                                             \
             const real *row = phi_t + (size_t)k * n;                                              \
@@ -98,7 +195,9 @@ typedef struct {
     uint8_t *eligible; /* [Np] neither taken nor padding */
     int filled, forced;
     double *flag_hist; /* [S, T] */
-    double *sid_ring;  /* [w, Np] */
+    int sid_reach;     /* min(semantic-ID window, T): older picks are never read within T steps */
+    double *sid_ring;  /* [reach, Np] */
+    double *sid_weight; /* [reach] one step's weights */
     float *cap_counts; /* [C, Np] */
     int64_t *cap_hist; /* [C, T] */
     float *cap_inc;    /* [C, T] */
@@ -119,18 +218,20 @@ static int state_init(State *s, const Constraints *c, int b, int B, int np, int 
     s->t_len = t_len;
     s->idx = indices + (size_t)b * T;
     s->val = scores + (size_t)b * T;
-    int w = c->sid_levels > 0 ? c->sid_window : 0;
+    int w = c->sid_levels > 0 && c->sid_window > 0 ? c->sid_window : 0;
+    s->sid_reach = w < t_len ? w : t_len;
     size_t caps = at_least_one(c->n_caps);
     s->eligible = malloc(np);
     s->flag_hist = calloc((size_t)at_least_one(c->n_spacing) * t_len, sizeof(double));
-    s->sid_ring = calloc((size_t)at_least_one(w) * np, sizeof(double));
+    s->sid_ring = calloc((size_t)at_least_one(s->sid_reach) * np, sizeof(double));
+    s->sid_weight = calloc(at_least_one(s->sid_reach), sizeof(double));
     s->cap_counts = calloc(caps * np, sizeof(float));
     s->cap_hist = calloc(caps * t_len, sizeof(int64_t));
     s->cap_inc = calloc(caps * t_len, sizeof(float));
     s->pen = calloc(np, sizeof(double));
     if (s->eligible) memcpy(s->eligible, valid + (size_t)b * np, np);
-    return s->eligible && s->flag_hist && s->sid_ring && s->cap_counts && s->cap_hist &&
-           s->cap_inc && s->pen;
+    return s->eligible && s->flag_hist && s->sid_ring && s->sid_weight && s->cap_counts &&
+           s->cap_hist && s->cap_inc && s->pen;
 }
 
 /* Positions past the end of the slate: index -1, score 0. */
@@ -146,6 +247,7 @@ static void state_free(State *s) {
     free(s->eligible);
     free(s->flag_hist);
     free(s->sid_ring);
+    free(s->sid_weight);
     free(s->cap_counts);
     free(s->cap_hist);
     free(s->cap_inc);
@@ -172,13 +274,15 @@ static void penalty(State *s, int t, int which) {
         for (int i = 0; i < np; i++) out[i] = flags[i] * scale;
         return;
     }
-    int w = c->sid_window;
+    /* The ring holds the last reach = min(window, T) picks (pick t in slot t % reach): for t < T
+       that is every pick within the window, and slot (t - d) % reach is distance d back. */
+    int w = s->sid_reach;
     if (w <= 0 || t == 0) {
         for (int i = 0; i < np; i++) out[i] = 0.0;
         return;
     }
-    double weight[MAX_PLANES];
-    for (int q = 0; q < w && q < MAX_PLANES; q++) weight[q] = 0.0;
+    double *weight = s->sid_weight;
+    for (int q = 0; q < w; q++) weight[q] = 0.0;
     for (int d = 1; d <= (w < t ? w : t); d++) weight[(t - d) % w] = c->sid_unit / d;
     for (int i = 0; i < np; i++) {
         double num = 0.0;
@@ -211,10 +315,10 @@ static void state_update(State *s, int t, int j) {
     int np = s->np;
     for (int k = 0; k < c->n_spacing; k++)
         s->flag_hist[(size_t)k * s->t_len + t] = c->spacing_flags[((size_t)k * s->B + s->b) * np + j];
-    if (c->sid_levels > 0 && c->sid_window > 0) {
+    if (s->sid_reach > 0) {
         int levels = c->sid_levels;
         const float *prefix = c->sid_prefix + (size_t)s->b * levels * np;
-        double *slot = s->sid_ring + (size_t)(t % c->sid_window) * np;
+        double *slot = s->sid_ring + (size_t)(t % s->sid_reach) * np;
         for (int i = 0; i < np; i++) {
             int lcp = 0;
             for (int l = 0; l < levels; l++) lcp += prefix[(size_t)l * np + i] == prefix[(size_t)l * np + j];
@@ -253,6 +357,34 @@ static void state_update(State *s, int t, int j) {
        -1 when nothing is left. */                                                               \
     static int pick_##sfx(State *s, const real *score) {                                          \
         int np = s->np, best = -1, best_ok = -1;                                                  \
+        if (s->c->n_caps == 0) {                                                                  \
+            /* Without caps (taken and padding candidates are at -inf already): the max in 8     \
+               lanes, vectorised, then its first index, the lowest on a tie. A NaN score, or     \
+               nothing above -inf, takes the loop below, whatever it would pick. */               \
+            real hi[8];                                                                           \
+            int bad[8] = {0};                                                                     \
+            for (int q = 0; q < 8; q++) hi[q] = -INFINITY;                                        \
+            int i = 0;                                                                            \
+            for (; i + 8 <= np; i += 8)                                                           \
+                for (int q = 0; q < 8; q++) {                                                     \
+                    real v = score[i + q];                                                        \
+                    hi[q] = v > hi[q] ? v : hi[q];                                                \
+                    bad[q] |= v != v;                                                             \
+                }                                                                                 \
+            for (; i < np; i++) {                                                                 \
+                hi[0] = score[i] > hi[0] ? score[i] : hi[0];                                      \
+                bad[0] |= score[i] != score[i];                                                   \
+            }                                                                                     \
+            real top = -INFINITY;                                                                 \
+            int nan = 0;                                                                          \
+            for (int q = 0; q < 8; q++) {                                                         \
+                top = hi[q] > top ? hi[q] : top;                                                  \
+                nan |= bad[q];                                                                    \
+            }                                                                                     \
+            if (!nan && top > -INFINITY)                                                          \
+                for (i = 0; i < np; i++)                                                          \
+                    if (score[i] == top) return i;                                                \
+        }                                                                                         \
         real bv = -INFINITY, bv_ok = -INFINITY;                                                   \
         int caps = s->c->n_caps > 0;                                                              \
         for (int i = 0; i < np; i++) {                                                            \
@@ -300,8 +432,7 @@ static void state_update(State *s, int t, int j) {
     static int step_##sfx(State *s, int t, real *score, const real *rel, const real *div,         \
                           real **planes) {                                                        \
         subtract_penalties_##sfx(s, t, score, planes);                                            \
-        for (int i = 0; i < s->np; i++)                                                           \
-            if (!s->eligible[i]) score[i] = -INFINITY;                                            \
+        for (int i = 0; i < s->np; i++) score[i] = s->eligible[i] ? score[i] : (real)-INFINITY;   \
         int j = pick_##sfx(s, score);                                                             \
         if (planes) record_step_##sfx(s, t, score, rel, div, planes);                             \
         if (j < 0) return -1;                                                                     \
@@ -345,7 +476,7 @@ int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *releva
         } else {
             const float *r = relevance + (size_t)b * np;
             const float *phi = features + (size_t)b * N * D;
-            load_f(phi, st.eligible, N, D, phi_t, sim);
+            load_f(phi, st.eligible, N, D, phi_t, NULL);
             /* The first pick at lam = 0 is by relevance itself (lam r_i would tie everything). */
             for (int i = 0; i < np; i++) rel[i] = lam == 0.0f ? r[i] : r[i] * lam;
             float sim_coef = 1.0f - lam;
@@ -390,9 +521,12 @@ int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *releva
    while ||v_i||^2 >= tau ||phi_i||^2 (tau = ops/_native.py's SSD_TAU) the float32 error in the norm stays at the level of
    float32 relevance (~1e-6 relative); the first step where one falls below it, the request is
    rerun in float64 from the start (ssd_request_d). Random high-dimensional features never
-   trip it; the hard regime always does, and pays the float64 price there only. Features of at
-   most w dimensions go straight to float64 (the window spans them after D picks). Returns of
-   ssd_request_*: 0 done, 1 tripped (float32 only), -1 out of memory. */
+   trip it; the hard regime always does, and pays the float64 price there only. Every request
+   makes the float32 attempt, whatever D: D includes the batch's trailing one-hot columns, so a
+   shortcut by D would run a request in float64 alone and in float32 inside a batch (different
+   bits); the attempt is width-invariant (zero columns add exact zeros) and, on features the
+   window spans, trips within D picks. Returns of ssd_request_*: 0 done, 1 tripped (float32
+   only), -1 out of memory. */
 
 static int ssd_request_f(State *st, int N, int np, int D, int T, int w, float theta,
                            float div_coef, float eps_f, int volume, const float *r,
@@ -664,7 +798,7 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
         float **pl = steps ? planes : NULL;
         int status = -1;
         if (state_init(&st, c, b, B, np, T, valid, indices, scores)) {
-            int direct = !(tau > 0) || (D <= w && T > D);
+            int direct = !(tau > 0);
             status = direct ? 1
                             : ssd_request_f(&st, N, np, D, T, w, theta, div_coef, eps, volume, r,
                                             phi, pl, tau);
@@ -687,12 +821,6 @@ int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_
     return failed ? -1 : 0;
 }
 
-/* Row j of phi [N, D] in float64, into out. */
-static const double *phi_j(const float *phi, int j, int d, double *out) {
-    for (int k = 0; k < d; k++) out[k] = (double)phi[(size_t)j * d + k];
-    return out;
-}
-
 /* d_j, or +inf (e = 0: the pick adds no direction) where d_j^2 is float64 rounding noise, as
    ops/dpp.py's _pivot: an epsilon below the noise never stops the request, and dividing by the
    root of noise would take the factor to inf and NaN. */
@@ -701,134 +829,238 @@ static double pivot(double d2_j, double diag_j) {
     return sqrt(d2_j > 1e-300 ? d2_j : 1e-300);
 }
 
-/* DPP (DESIGN 3.4), greedy MAP by Chen's incremental Cholesky on S = phi phi^T in float64, as
-   ops/dpp.py: score log q_i^2 + log d_i^2 - penalties. With `window` > 0, d_i^2 is conditioned
-   on the last `window` picks only (their factor rows rebuilt from stored kernel columns). Once
-   the best d_i^2 a step may take falls below epsilon, the request scores by relevance for good. */
+/* log(x) for positive, normal, finite x: fdlibm's e_log.c (Sun Microsystems, 1993; error below
+   1 ulp) without its branches for special arguments, so that a loop over the candidates
+   vectorises (glibc's log is a call per element: a third of a float32 kernel row at N = 500). */
+static inline double log_normal(double x) {
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
+                 lg1 = 6.666666666666735130e-01, lg2 = 3.999999999940941908e-01,
+                 lg3 = 2.857142874366239149e-01, lg4 = 2.222219843214978396e-01,
+                 lg5 = 1.818357216161805012e-01, lg6 = 1.531383769920937332e-01,
+                 lg7 = 1.479819860511658591e-01;
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int64_t hx = (int64_t)(bits >> 32);
+    int64_t k = (hx >> 20) - 1023;
+    hx &= 0x000fffff;
+    int64_t i = (hx + 0x95f64) & 0x100000; /* x = 2^k m with m in [sqrt(2)/2, sqrt(2)) */
+    uint64_t mbits = ((uint64_t)(hx | (i ^ 0x3ff00000)) << 32) | (bits & 0xffffffffu);
+    double m;
+    memcpy(&m, &mbits, sizeof m);
+    k += i >> 20;
+    double f = m - 1.0, s = f / (2.0 + f), dk = (double)k, z = s * s, w = z * z;
+    double t1 = w * (lg2 + w * (lg4 + w * lg6)), t2 = z * (lg1 + w * (lg3 + w * (lg5 + w * lg7)));
+    double r = t2 + t1, hfsq = 0.5 * f * f;
+    double a = dk * ln2_hi - ((hfsq - (s * (hfsq + r) + dk * ln2_lo)) - f);
+    double b = dk * ln2_hi - ((s * (f - r) - dk * ln2_lo) - f);
+    return ((hx - 0x6147a) | (0x6b851 - hx)) > 0 ? a : b;
+}
+
+/* DPP (DESIGN 3.4), greedy MAP by Chen's incremental Cholesky on S = phi phi^T, as ops/dpp.py:
+   score log q_i^2 + log d_i^2 - penalties. With `window` > 0, d_i^2 is conditioned on the last
+   `window` picks only (their factor rows rebuilt from stored kernel columns). Once the best d_i^2
+   a step may take falls below epsilon, the request scores by relevance for good.
+
+   Precision (issue 14). The factor rows c_m, d_i^2 and S_ii are float64 on every path: the early
+   stop compares d_i^2 with epsilon (1e-6 by default), and once the picks span phi (low rank,
+   duplicates, category one-hots) d_i^2 is a difference of nearly equal sums of size S_ii. The
+   one O(N D) product per step, the kernel row S_j. = phi^T phi_j, is the bulk of a request; in
+   float64 it reads twice the bytes. So a request first runs with phi^T in float32 and the kernel
+   row summed by accumulate_fd (float32 products, float64 total): S_ji carries a relative error
+   of ~1e-7 instead of ~1e-16. While every eligible d_i^2 stays at or above tau S_ii (tau =
+   ops/_native.py's DPP_TAU) that error moves log d_i^2 by less than the near-tie bound of the
+   exactness tests; the first step where one falls below it, or where the best d_i^2 of L comes
+   within DPP_STOP_MARGIN (in log) of epsilon, the request is rerun from the start with phi^T in
+   float64 (tau = 0): the early stop is only ever decided on float64 kernel rows. Every request
+   makes the float32 attempt, whatever D (as SSD's, for batch invariance: D counts the batch's
+   trailing one-hot columns). Returns: 0 done, 1 tripped (the float32 pass only), -1 out of
+   memory. */
+#define DPP_STOP_MARGIN 0.01
+#define DEFINE_DPP_REQUEST(real, sfx, kernel_row)                                                 \
+    /* Row j of phi [N, D] as `real`: the features themselves in float32, converted into out    \
+       in float64. */                                                                             \
+    static const real *phi_row_##sfx(const float *phi, int j, int d, real *out) {                 \
+        if (sizeof(real) == sizeof(float)) return (const real *)(phi + (size_t)j * d);            \
+        for (int k = 0; k < d; k++) out[k] = (real)phi[(size_t)j * d + k];                        \
+        return out;                                                                               \
+    }                                                                                             \
+    static int dpp_request_##sfx(State *st, int N, int np, int D, int T, int window, int n_rows,  \
+                                 double two_alpha, double log_eps, const float *r,                \
+                                 const float *phi, double **planes, double tau,                   \
+                                 uint8_t *stopped_out) {                                          \
+        const double tiny = 1e-300;                                                               \
+        int n = at_least_one(N), status = 0;                                                      \
+        real *phi_t = malloc(sizeof(real) * n * at_least_one(D));                                 \
+        real *prow = malloc(sizeof(real) * at_least_one(D));                                      \
+        double *crow = malloc(sizeof(double) * at_least_one(n_rows) * n);                         \
+        double *cols = window > 0 ? malloc(sizeof(double) * n * window) : NULL;                   \
+        int *picks = window > 0 ? malloc(sizeof(int) * window) : NULL;                            \
+        double *coef = malloc(sizeof(double) * at_least_one(n_rows));                             \
+        double *num = malloc(sizeof(double) * n);                                                 \
+        double *diag = calloc(np, sizeof(double)), *d2 = malloc(sizeof(double) * np);             \
+        double *rel = malloc(sizeof(double) * np), *log_q2 = malloc(sizeof(double) * np);         \
+        double *log_d2 = calloc(np, sizeof(double)), *score = malloc(sizeof(double) * np);        \
+        if (!phi_t || !prow || !crow || (window > 0 && (!cols || !picks)) || !coef ||      \
+            !num || !diag || !d2 || !rel || !log_q2 || !log_d2 || !score) {                       \
+            status = -1;                                                                          \
+            goto done;                                                                            \
+        }                                                                                         \
+        const uint8_t *eligible = st->eligible;                                                   \
+        load_##sfx(phi, eligible, N, D, phi_t, NULL);                                             \
+        /* S_ii in float64, in feature order, on both passes (the torch path's bits too). */      \
+        for (int k = 0; k < D; k++) {                                                             \
+            const real *row = phi_t + (size_t)k * n;                                              \
+            for (int i = 0; i < N; i++) diag[i] += (double)row[i] * (double)row[i];               \
+        }                                                                                         \
+        memcpy(d2, diag, sizeof(double) * np);                                                    \
+        for (int i = 0; i < np; i++) {                                                            \
+            rel[i] = (double)r[i];                                                                \
+            log_q2[i] = rel[i] * two_alpha;                                                       \
+        }                                                                                         \
+        int stopped = 0, in_window = 0;                                                           \
+        for (int t = 0; t < T; t++) {                                                             \
+            if (!stopped) {                                                                       \
+                int any = 0, ok = has_ok(st), low = 0;                                            \
+                double best = -INFINITY;                                                          \
+                /* Below tau S_ii, d_i^2 is a difference of nearly equal float32-rounded sums. */ \
+                if (tau > 0)                                                                      \
+                    for (int i = 0; i < np; i++) low |= eligible[i] && !(d2[i] >= tau * diag[i]); \
+                if (low) {                                                                        \
+                    status = 1;                                                                   \
+                    goto done;                                                                    \
+                }                                                                                 \
+                /* Clamped first, in its own pass: the log's loop then vectorises. */             \
+                for (int i = 0; i < np; i++) log_d2[i] = d2[i] > tiny ? d2[i] : tiny;             \
+                for (int i = 0; i < np; i++) log_d2[i] = log_normal(log_d2[i]);                   \
+                for (int i = 0; i < np; i++) {                                                    \
+                    if (!eligible[i]) continue;                                                   \
+                    any = 1;                                                                      \
+                    double v = log_q2[i] + log_d2[i];                                             \
+                    if (v > best && (!ok || st->c->n_caps == 0 || violations(st, i) == 0))        \
+                        best = v;                                                                 \
+                }                                                                                 \
+                /* Nothing left is exhaustion, not an early stop. */                              \
+                if (tau > 0 && any && best < log_eps + DPP_STOP_MARGIN) {                         \
+                    status = 1;                                                                   \
+                    goto done;                                                                    \
+                }                                                                                 \
+                if (any && best < log_eps) stopped = 1;                                           \
+            }                                                                                     \
+            for (int i = 0; i < np; i++) score[i] = stopped ? rel[i] : log_q2[i] + log_d2[i];     \
+            if (planes && stopped) memset(log_d2, 0, sizeof(double) * np);                        \
+            int j = step_d(st, t, score, stopped ? rel : log_q2, log_d2, planes);                 \
+            if (j < 0) break;                                                                     \
+            if (t == T - 1 || stopped) continue;                                                  \
+            const real *phi_j = phi_row_##sfx(phi, j, D, prow);                                   \
+            if (window <= 0) {                                                                    \
+                /* e_i = (S_ji - <c_j, c_i>) / d_j; c_t = e; d_i^2 -= e_i^2. */                   \
+                for (int i = 0; i < N; i++) num[i] = 0.0;                                         \
+                kernel_row(phi_t, n, phi_j, D, N, num);                                           \
+                for (int m = 0; m < t; m++) coef[m] = -crow[(size_t)m * n + j];                   \
+                accumulate_d(crow, n, coef, t, N, num);                                           \
+                double d_j = pivot(d2[j], diag[j]);                                               \
+                double *e = crow + (size_t)t * n;                                                 \
+                for (int i = 0; i < N; i++) {                                                     \
+                    e[i] = num[i] / d_j;                                                          \
+                    d2[i] -= e[i] * e[i];                                                         \
+                }                                                                                 \
+            } else {                                                                              \
+                /* Keep the last `window` kernel columns; rebuild the factor on them. */          \
+                if (in_window == window) {                                                        \
+                    memmove(cols, cols + n, sizeof(double) * n * (window - 1));                   \
+                    memmove(picks, picks + 1, sizeof(int) * (window - 1));                        \
+                    in_window--;                                                                  \
+                }                                                                                 \
+                double *col = cols + (size_t)in_window * n;                                       \
+                for (int i = 0; i < N; i++) col[i] = 0.0;                                         \
+                kernel_row(phi_t, n, phi_j, D, N, col);                                           \
+                picks[in_window++] = j;                                                           \
+                memcpy(d2, diag, sizeof(double) * np);                                            \
+                for (int k = 0; k < in_window; k++) {                                             \
+                    int pk = picks[k];                                                            \
+                    memcpy(num, cols + (size_t)k * n, sizeof(double) * N);                        \
+                    for (int m = 0; m < k; m++) coef[m] = -crow[(size_t)m * n + pk];              \
+                    accumulate_d(crow, n, coef, k, N, num);                                       \
+                    double d_k = pivot(d2[pk], diag[pk]);                                         \
+                    double *e = crow + (size_t)k * n;                                             \
+                    for (int i = 0; i < N; i++) {                                                 \
+                        e[i] = num[i] / d_k;                                                      \
+                        d2[i] -= e[i] * e[i];                                                     \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        *stopped_out = (uint8_t)stopped;                                                          \
+    done:                                                                                         \
+        free(phi_t);                                                                              \
+        free(prow);                                                                               \
+        free(crow);                                                                               \
+        free(cols);                                                                               \
+        free(picks);                                                                              \
+        free(coef);                                                                               \
+        free(num);                                                                                \
+        free(diag);                                                                               \
+        free(d2);                                                                                 \
+        free(rel);                                                                                \
+        free(log_q2);                                                                             \
+        free(log_d2);                                                                             \
+        free(score);                                                                              \
+        return status;                                                                            \
+    }
+DEFINE_DPP_REQUEST(float, f, accumulate_fd)
+DEFINE_DPP_REQUEST(double, d, accumulate_d)
+
+/* tau > 0: float32 with the float64 fall-back above; tau <= 0: float64 only. */
 int blend_dpp(int B, int N, int np, int D, int T, int window, double two_alpha, double log_eps,
-              const float *relevance, const uint8_t *valid, const float *features,
+              double tau, const float *relevance, const uint8_t *valid, const float *features,
               const Constraints *c, int64_t *indices, float *scores, int64_t *forced_out,
               uint8_t *stops_out, double *steps) {
     int n_planes = 4 + n_penalties(c);
     if (n_planes > MAX_PLANES) return -1;
     int n_rows = T > 1 ? T - 1 : 0;
     if (window > 0 && window < n_rows) n_rows = window;
-    const double tiny = 1e-300;
     int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int b = 0; b < B; b++) {
         State st;
         double *planes[MAX_PLANES];
         if (steps) plane_views(steps, sizeof(double), n_planes, b, B, T, np, (void **)planes);
-        int n = at_least_one(N);
-        double *phi_t = malloc(sizeof(double) * n * at_least_one(D));
-        double *crow = calloc((size_t)at_least_one(n_rows) * n, sizeof(double));
-        double *cols = window > 0 ? malloc(sizeof(double) * n * window) : NULL;
-        int *picks = window > 0 ? malloc(sizeof(int) * window) : NULL;
-        double *diag = calloc(np, sizeof(double)), *d2 = calloc(np, sizeof(double));
-        double *coef = malloc(sizeof(double) * (at_least_one(D) + at_least_one(n_rows)));
-        double *rel = malloc(sizeof(double) * np), *log_q2 = malloc(sizeof(double) * np);
-        double *log_d2 = calloc(np, sizeof(double)), *score = malloc(sizeof(double) * np);
-        double *num = malloc(sizeof(double) * n);
-        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !phi_t || !crow ||
-            (window > 0 && (!cols || !picks)) || !diag || !d2 || !coef || !rel || !log_q2 ||
-            !log_d2 || !score || !num) {
+        const float *r = relevance + (size_t)b * np;
+        const float *phi = features + (size_t)b * N * D;
+        double **pl = steps ? planes : NULL;
+        int status = -1;
+        if (state_init(&st, c, b, B, np, T, valid, indices, scores)) {
+            int direct = !(tau > 0);
+            status = direct ? 1
+                            : dpp_request_f(&st, N, np, D, T, window, n_rows, two_alpha, log_eps,
+                                            r, phi, pl, tau, stops_out + b);
+            if (status == 1) {
+                state_free(&st);
+                status = -1;
+                if (state_init(&st, c, b, B, np, T, valid, indices, scores))
+                    status = dpp_request_d(&st, N, np, D, T, window, n_rows, two_alpha, log_eps,
+                                           r, phi, pl, 0.0, stops_out + b);
+            }
+        }
+        if (status != 0) {
             failed = 1;
         } else {
-            const float *r = relevance + (size_t)b * np;
-            const float *phi = features + (size_t)b * N * D;
-            const uint8_t *eligible = st.eligible;
-            load_d(phi, eligible, N, D, phi_t, diag);
-            memcpy(d2, diag, sizeof(double) * np);
-            for (int i = 0; i < np; i++) {
-                rel[i] = (double)r[i];
-                log_q2[i] = rel[i] * two_alpha;
-            }
-            int stopped = 0, in_window = 0;
-            for (int t = 0; t < T; t++) {
-                if (!stopped) {
-                    int any = 0, ok = has_ok(&st);
-                    double best = -INFINITY;
-                    for (int i = 0; i < np; i++) {
-                        log_d2[i] = log(d2[i] > tiny ? d2[i] : tiny);
-                        if (!eligible[i]) continue;
-                        any = 1;
-                        double v = log_q2[i] + log_d2[i];
-                        if (v > best && (!ok || st.c->n_caps == 0 || violations(&st, i) == 0))
-                            best = v;
-                    }
-                    /* Nothing left is exhaustion, not an early stop. */
-                    if (any && best < log_eps) stopped = 1;
-                }
-                for (int i = 0; i < np; i++) score[i] = stopped ? rel[i] : log_q2[i] + log_d2[i];
-                if (steps && stopped) memset(log_d2, 0, sizeof(double) * np);
-                int j = step_d(&st, t, score, stopped ? rel : log_q2, log_d2, steps ? planes : NULL);
-                if (j < 0) break;
-                if (t == T - 1 || stopped) continue;
-                if (window <= 0) {
-                    /* e_i = (S_ji - <c_j, c_i>) / d_j; c_t = e; d_i^2 -= e_i^2. */
-                    for (int i = 0; i < N; i++) num[i] = 0.0;
-                    accumulate_d(phi_t, n, phi_j(phi, j, D, coef), D, N, num);
-                    for (int m = 0; m < t; m++) coef[m] = -crow[(size_t)m * n + j];
-                    accumulate_d(crow, n, coef, t, N, num);
-                    double d_j = pivot(d2[j], diag[j]);
-                    double *e = crow + (size_t)t * n;
-                    for (int i = 0; i < N; i++) {
-                        e[i] = num[i] / d_j;
-                        d2[i] -= e[i] * e[i];
-                    }
-                } else {
-                    /* Keep the last `window` kernel columns; rebuild the factor on them. */
-                    if (in_window == window) {
-                        memmove(cols, cols + n, sizeof(double) * n * (window - 1));
-                        memmove(picks, picks + 1, sizeof(int) * (window - 1));
-                        in_window--;
-                    }
-                    double *col = cols + (size_t)in_window * n;
-                    for (int i = 0; i < N; i++) col[i] = 0.0;
-                    accumulate_d(phi_t, n, phi_j(phi, j, D, coef), D, N, col);
-                    picks[in_window++] = j;
-                    memcpy(d2, diag, sizeof(double) * np);
-                    for (int k = 0; k < in_window; k++) {
-                        int pk = picks[k];
-                        memcpy(num, cols + (size_t)k * n, sizeof(double) * N);
-                        for (int m = 0; m < k; m++) coef[m] = -crow[(size_t)m * n + pk];
-                        accumulate_d(crow, n, coef, k, N, num);
-                        double d_k = pivot(d2[pk], diag[pk]);
-                        double *e = crow + (size_t)k * n;
-                        for (int i = 0; i < N; i++) {
-                            e[i] = num[i] / d_k;
-                            d2[i] -= e[i] * e[i];
-                        }
-                    }
-                }
-            }
             state_finish(&st, forced_out);
             if (steps) record_rest_d(st.filled, T, np, n_planes, planes);
-            stops_out[b] = (uint8_t)stopped;
         }
         state_free(&st);
-        free(phi_t);
-        free(crow);
-        free(cols);
-        free(picks);
-        free(diag);
-        free(d2);
-        free(coef);
-        free(rel);
-        free(log_q2);
-        free(log_d2);
-        free(score);
-        free(num);
     }
     return failed ? -1 : 0;
 }
+
 
 /* The embedding blocks of the feature map (DESIGN 3.2): each of `rows` rows of x [rows, d]
    divided by its max-abs entry (so that the squared norm neither underflows nor overflows), then
    by its L2 norm, times `scale`, into out (row r at out + r * out_stride). Rows with mask 0, all
    zeros or a NaN max are written as zeros, as ops/similarity.py's torch form does. One pass over
-   a row in L1 instead of six over the batch. */
+   a row in L1 instead of six over the batch. The divisions stay (a reciprocal would change the
+   bits of every feature map, and with them explain's figures); x / top is computed once, stored,
+   and divided by the norm in place. */
 void blend_normalize_rows(int64_t rows, int d, const float *x, const uint8_t *mask, float scale,
                           float *out, int64_t out_stride) {
 #pragma omp parallel for schedule(static)
@@ -837,12 +1069,27 @@ void blend_normalize_rows(int64_t rows, int d, const float *x, const uint8_t *ma
         float *dst = out + r * out_stride;
         float top = 0.0f;
         int nan = 0;
-        if (mask[r])
-            for (int k = 0; k < d; k++) {
+        if (mask[r]) {
+            /* In 8 lanes (vectorised; a max is exact in any order), NaN tracked on the side. */
+            float hi[8] = {0.0f};
+            int bad[8] = {0};
+            int k = 0;
+            for (; k + 8 <= d; k += 8)
+                for (int q = 0; q < 8; q++) {
+                    float a = fabsf(row[k + q]);
+                    hi[q] = a > hi[q] ? a : hi[q];
+                    bad[q] |= a != a;
+                }
+            for (; k < d; k++) {
                 float a = fabsf(row[k]);
-                top = a > top ? a : top;
-                nan |= a != a;
+                hi[0] = a > hi[0] ? a : hi[0];
+                bad[0] |= a != a;
             }
+            for (int q = 0; q < 8; q++) {
+                top = hi[q] > top ? hi[q] : top;
+                nan |= bad[q];
+            }
+        }
         if (nan || !(top > 0.0f)) {
             memset(dst, 0, sizeof(float) * d);
             continue;
@@ -852,15 +1099,17 @@ void blend_normalize_rows(int64_t rows, int d, const float *x, const uint8_t *ma
         for (; k + 8 <= d; k += 8)
             for (int q = 0; q < 8; q++) {
                 float y = row[k + q] / top;
+                dst[k + q] = y;
                 lane[q] += y * y;
             }
         for (; k < d; k++) {
             float y = row[k] / top;
+            dst[k] = y;
             lane[0] += y * y;
         }
         float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
         float norm = sqrtf(sum);
-        for (int k = 0; k < d; k++) dst[k] = row[k] / top / norm * scale;
+        for (int k = 0; k < d; k++) dst[k] = dst[k] / norm * scale;
     }
 }
 
