@@ -254,3 +254,28 @@ def test_parser_cache_is_used_and_optional(tmp_path: Path) -> None:
     )
     assert cli.returncode == 0, cli.stderr
     assert "ok" in cli.stderr and "error" not in cli.stderr
+
+
+def test_the_documented_import_paths_still_work() -> None:
+    """README and docs show these paths; they re-export the modules' new homes (the same objects)."""
+    import blendspec.compile
+    import blendspec.compiler.compile
+    import blendspec.compiler.lower
+    import blendspec.explain.breakdown
+    import blendspec.loader
+    import blendspec.lower
+    import blendspec.policy.learn
+    import blendspec.spec.loader
+    from blendspec import explain, ops, policy
+
+    assert blendspec.compile.compile_graph is blendspec.compiler.compile.compile_graph
+    assert blendspec.loader.load_spec is blendspec.spec.loader.load_spec
+    for name in ("BlendModule", "module_for", "request_seeds", "REQUEST_SEED_KEY"):
+        assert getattr(blendspec.lower, name) is getattr(blendspec.compiler.lower, name)
+    for name in ("train_policy", "load_policy", "spec_hash", "ActionGrid", "log_data"):
+        assert getattr(policy, name) is getattr(blendspec.policy.learn, name)
+    assert explain.trace_request is blendspec.explain.breakdown.trace_request
+    for name in ("ssd", "dpp", "mmr", "feature_map", "SimilaritySignals", "normalize_relevance"):
+        assert callable(getattr(ops, name))
+    with pytest.raises(AttributeError):
+        _ = policy.no_such_name
