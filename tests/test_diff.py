@@ -16,7 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from blendspec.cli.diff import diff_command
-from blendspec.review.diff import (
+from blendspec.review.changes import (
     Change,
     DiffReport,
     Impact,
@@ -25,14 +25,13 @@ from blendspec.review.diff import (
     RequestChange,
     Severity,
     SpecDiff,
-    bootstrap_interval,
-    compare_slates,
-    compute_impact,
-    detect_renames,
-    diff_specs,
-    linear_form,
 )
+from blendspec.review.formulas import linear_form
+from blendspec.review.impact import compute_impact
+from blendspec.review.renames import detect_renames
 from blendspec.review.render import render
+from blendspec.review.sections import diff_specs
+from blendspec.review.slates import bootstrap_interval, compare_slates
 from blendspec.spec.loader import LoadedSpec, load_spec, load_text
 from blendspec.spec.syntax import parse_expression
 from tests.conftest import GOLDEN, REPO, SPECS, assert_golden

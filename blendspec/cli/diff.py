@@ -21,7 +21,7 @@ from blendspec.spec.loader import LoadedSpec, load_source, load_spec
 from blendspec.spec.syntax import syntax_of
 
 if TYPE_CHECKING:
-    from blendspec.review.diff import DiffReport, Impact, SpecDiff
+    from blendspec.review.changes import DiffReport, Impact, SpecDiff
 
 
 class DiffFormat(StrEnum):
@@ -73,7 +73,7 @@ def _impact(
     from blendspec.io.console import progress_bar
     from blendspec.io.dump import DumpError
     from blendspec.policy.learn import PolicyFileError
-    from blendspec.review.diff import compute_impact
+    from blendspec.review.impact import compute_impact
 
     console = stderr_console()
     if not candidates.exists():
@@ -141,10 +141,12 @@ def diff_command(
 ) -> None:
     """Semantic diff of two specs (or of the working tree against a git revision): what changed
     in meaning, how serious it is, and, with --candidates, what it does to real slates."""
-    # The diff itself (numpy, 2,000 lines) is imported only when a diff is asked for, not by
-    # every `blend` command that starts the application.
-    from blendspec.review.diff import GitError, Severity, build_report
+    # The diff itself is imported only when a diff is asked for, not by every `blend` command
+    # that starts the application (and the impact, numpy and torch, only with --candidates).
+    from blendspec.review.changes import Severity
+    from blendspec.review.git import GitError
     from blendspec.review.render import render
+    from blendspec.review.report import build_report
 
     console = stderr_console()
     given = [p for p in (old, new, *(paths or [])) if p is not None]
@@ -190,7 +192,8 @@ def _git_report(
     candidates: Path | None,
     impact_for: Callable[[LoadedSpec, LoadedSpec, Mapping[str, str]], Impact],
 ) -> DiffReport:
-    from blendspec.review.diff import build_report, display_path, file_event, git_pairs
+    from blendspec.review.git import display_path, file_event, git_pairs
+    from blendspec.review.report import build_report
 
     items: list[tuple[LoadedSpec, LoadedSpec] | SpecDiff] = []
     for pair in git_pairs(rev, paths):

@@ -1,2 +1,4 @@
-"""`blend diff`: ``diff`` (the semantic change model, renames, the section differ, the impact of
-a change on a dump, git pairing) and ``render`` (text, JSON, Markdown and GitHub renderings)."""
+"""`blend diff`: the records of a diff (`changes`), the section differ (`sections`) with rename
+detection (`renames`), formulas and wording, the impact on a dump (`impact`, `slates`), git
+pairing (`git`), the command's entry (`report`) and the renderings (`render`); `diff` re-exports
+the names of the former single module. docs/architecture.md has the table."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
-from blendspec.review.diff import (
+from blendspec.review.changes import (
     DIFF_FORMAT_VERSION,
     SEVERITIES,
     Change,
