@@ -913,9 +913,10 @@ static inline double log_normal(double x) {
         }                                                                                         \
         int stopped = 0, in_window = 0;                                                           \
         for (int t = 0; t < T; t++) {                                                             \
+            int scored = 0; /* score[] already holds this step's scores, best their max */        \
+            double best = -INFINITY;                                                              \
             if (!stopped) {                                                                       \
                 int any = 0, ok = has_ok(st), low = 0;                                            \
-                double best = -INFINITY;                                                          \
                 /* Below tau S_ii, d_i^2 is a difference of nearly equal float32-rounded sums. */ \
                 if (tau > 0)                                                                      \
                     for (int i = 0; i < np; i++) low |= eligible[i] && !(d2[i] >= tau * diag[i]); \
@@ -927,23 +928,34 @@ static inline double log_normal(double x) {
                 for (int i = 0; i < np; i++) log_d2[i] = d2[i] > tiny ? d2[i] : tiny;             \
                 for (int i = 0; i < np; i++) log_d2[i] = log_normal(log_d2[i]);                   \
                 if (st->c->n_caps == 0) {                                                         \
-                    /* In 8 lanes (vectorised; a max is exact in any order, NaN never wins). */   \
+                    /* In 8 lanes (vectorised; a max is exact in any order, NaN never wins),      \
+                       writing the step's score on the way (-inf where taken or padding). */      \
                     double hi[8];                                                                 \
+                    int bad[8] = {0};                                                             \
                     for (int q = 0; q < 8; q++) hi[q] = -INFINITY;                                \
                     int i = 0;                                                                    \
                     for (; i + 8 <= np; i += 8)                                                   \
                         for (int q = 0; q < 8; q++) {                                             \
                             double v = log_q2[i + q] + log_d2[i + q];                             \
                             v = eligible[i + q] ? v : -INFINITY;                                  \
+                            score[i + q] = v;                                                     \
                             hi[q] = v > hi[q] ? v : hi[q];                                        \
+                            bad[q] |= v != v;                                                     \
                             any |= eligible[i + q];                                               \
                         }                                                                         \
                     for (; i < np; i++) {                                                         \
                         double v = eligible[i] ? log_q2[i] + log_d2[i] : -INFINITY;               \
+                        score[i] = v;                                                             \
                         hi[0] = v > hi[0] ? v : hi[0];                                            \
+                        bad[0] |= v != v;                                                         \
                         any |= eligible[i];                                                       \
                     }                                                                             \
-                    for (int q = 0; q < 8; q++) best = hi[q] > best ? hi[q] : best;               \
+                    int nan = 0;                                                                  \
+                    for (int q = 0; q < 8; q++) {                                                 \
+                        best = hi[q] > best ? hi[q] : best;                                       \
+                        nan |= bad[q];                                                            \
+                    }                                                                             \
+                    scored = !nan;                                                                \
                 } else                                                                            \
                     for (int i = 0; i < np; i++) {                                                \
                         if (!eligible[i]) continue;                                               \
@@ -958,9 +970,23 @@ static inline double log_normal(double x) {
                 }                                                                                 \
                 if (any && best < log_eps) stopped = 1;                                           \
             }                                                                                     \
-            for (int i = 0; i < np; i++) score[i] = stopped ? rel[i] : log_q2[i] + log_d2[i];     \
-            if (planes && stopped) memset(log_d2, 0, sizeof(double) * np);                        \
-            int j = step_d(st, t, score, stopped ? rel : log_q2, log_d2, planes);                 \
+            int j = -1;                                                                           \
+            if (scored && !stopped && !planes && n_penalties(st->c) == 0 && best > -INFINITY) {   \
+                /* No penalties, caps or trace: score is final and best its max, so step_d's      \
+                   pick is the first index of best; only its bookkeeping remains. */              \
+                for (int i = 0; i < np && j < 0; i++)                                             \
+                    if (score[i] == best) j = i;                                                  \
+                st->idx[t] = j;                                                                   \
+                st->val[t] = (float)score[j];                                                     \
+                st->filled = t + 1;                                                               \
+                st->eligible[j] = 0;                                                              \
+                state_update(st, t, j);                                                           \
+            } else {                                                                              \
+                for (int i = 0; i < np; i++)                                                      \
+                    score[i] = stopped ? rel[i] : log_q2[i] + log_d2[i];                          \
+                if (planes && stopped) memset(log_d2, 0, sizeof(double) * np);                    \
+                j = step_d(st, t, score, stopped ? rel : log_q2, log_d2, planes);                 \
+            }                                                                                     \
             if (j < 0) break;                                                                     \
             if (t == T - 1 || stopped) continue;                                                  \
             const real *phi_j = phi_row_##sfx(phi, j, D, prow);                                   \
