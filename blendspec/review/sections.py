@@ -1,15 +1,21 @@
 """The section differ: both specs walked section by section, in the canonical order, each
-section compared the way its meaning asks (named members by name, formulas as weighted sums,
-settings value by value), every change recorded with its severity and its lines in both files.
+section compared the way its meaning asks, every change recorded with its severity and its lines
+in both files.
 
 This is the heart of `blend diff` (docs/diff.md says what counts as a change and how serious it
-is). It is torch-free: the plain diff path imports nothing heavier than the spec layer.
+is). Most sections are collections of named members (inputs, objectives, weights, spacing sets,
+caps, filters, outcomes, rewards, utility terms, similarity signals) that all change the same
+ways — renamed, removed, changed, added — so one walker (`SectionDiffer.members`) does that for
+every one of them, and each section only declares how its members read (`Members`) and how two
+versions of a member compare. `SECTIONS` is the order of the whole walk. It is torch-free: the
+plain diff path imports nothing heavier than the spec layer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from blendspec.review.changes import Change, Location, Severity, SpecDiff
@@ -23,6 +29,7 @@ from blendspec.review.wording import (
     json_value,
     param_text,
     relative,
+    setting_text,
     truncation_text,
     weight_json,
     weight_text,
@@ -30,19 +37,77 @@ from blendspec.review.wording import (
 from blendspec.spec.emit import format_expr, format_number
 from blendspec.spec.forms import split_similarity
 from blendspec.spec.loader import LoadedSpec
-from blendspec.spec.model import Dpp, Expr, Mmr, Spec, Ssd, Weight
+from blendspec.spec.model import Dpp, Expr, Mmr, Ssd, Weight
 from blendspec.spec.syntax import KEY, PathKey
+
+BREAKING, BEHAVIOURAL, COSMETIC = Severity.breaking, Severity.behavioural, Severity.cosmetic
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a section on one side: where it is in that side's spec, and its value."""
+
+    at: PathKey
+    value: Any
+
+
+@dataclass(frozen=True)
+class Members:
+    """How the members of one section read in changes.
+
+    Change kinds are `kind` + `renamed` / `removed` / `added` (`input.removed`,
+    `utility.term_added`). `path` gives a member's change path from its name (its new name, for a
+    renamed one); `removed` and `added` its description from its name and value, `json` its JSON
+    value; `severity` is the severity of a removal or an addition, `renamed` the description of a
+    rename (from old name, new name and value) and `renamed_severity` its severity. `anchor` is
+    where to annotate the new file for a removed member, when not the section it was in. `key`
+    says the members' lines are their keys' lines.
+    """
+
+    kind: str
+    path: Callable[[Any], str]
+    removed: Callable[[Any, Any], str]
+    added: Callable[[Any, Any], str]
+    json: Callable[[Any, Any], Any]
+    severity: Severity | Callable[[Any], Severity] = BEHAVIOURAL
+    renamed: Callable[[str, str, Any], str] | None = None
+    renamed_severity: Severity = COSMETIC
+    anchor: PathKey | None = None
+    key: bool = True
+
+    def severity_of(self, value: Any) -> Severity:
+        return self.severity if isinstance(self.severity, Severity) else self.severity(value)
+
+
+Compare = Callable[[Any, Member, Member], None]
+"""Compares the two versions of a member present on both sides (called with its new name)."""
+
+
+def _named(
+    at: PathKey, items: Mapping[str, Any], names: Mapping[str, str] | None = None
+) -> dict[Hashable, Member]:
+    """A mapping's members keyed by name (by their new name on the old side, with `names`)."""
+    rename = names or {}
+    return {rename.get(name, name): Member((*at, name), value) for name, value in items.items()}
+
+
+def _positions(
+    at: PathKey, names: Sequence[str], rename: Callable[[str], str] = str
+) -> dict[Hashable, Member]:
+    """A list's members keyed by name, each at its position in the list."""
+    return {rename(name): Member((*at, i), name) for i, name in enumerate(names)}
 
 
 def _diversity_params(diversity: Any) -> dict[str, Any]:
+    """The diversity algorithm's own parameters (not its name or similarity)."""
     data = diversity.model_dump(mode="python", by_alias=True)
     data.pop("algorithm", None)
     data.pop("similarity", None)
     return data
 
 
-class _Differ:
-    """Walks both specs section by section, in the canonical order, collecting changes."""
+class SectionDiffer:
+    """Walks both specs through `SECTIONS`, collecting changes."""
 
     def __init__(self, old: LoadedSpec, new: LoadedSpec) -> None:
         self.old, self.new = old, new
@@ -51,9 +116,15 @@ class _Differ:
         self.names = self.renames.names
         self.changes: list[Change] = []
 
+    def run(self) -> list[Change]:
+        for _, compare in SECTIONS:
+            compare(self)
+        return self.changes
+
     # ------------------------------------------------------------ plumbing
 
     def name(self, old_name: str) -> str:
+        """An old name as the new spec calls it (itself unless renamed)."""
         return self.names.get(old_name, old_name)
 
     def _at(self, loaded: LoadedSpec, path: PathKey | None, key: bool) -> Location | None:
@@ -122,6 +193,8 @@ class _Differ:
                 return Location(span.line, span.column)
         return None
 
+    # ------------------------------------------------------------ the three shapes of a change
+
     def value(
         self,
         kind: str,
@@ -132,8 +205,11 @@ class _Differ:
         new: Any,
         old_at: PathKey,
         new_at: PathKey,
+        *,
+        show: Callable[[Any], str] = fmt_value,
+        note: str = "",
     ) -> None:
-        """A changed scalar setting: `label old → new (+x%)`."""
+        """A changed scalar setting: `label old → new (+x%)`, then `note`."""
         if old == new:
             return
         rel = relative(old, new)
@@ -141,7 +217,7 @@ class _Differ:
             kind,
             severity,
             path,
-            f"{label} {fmt_value(old)} → {fmt_value(new)}{fmt_relative(rel)}",
+            f"{label} {show(old)} → {show(new)}{fmt_relative(rel)}{note}",
             old=json_value(old),
             new=json_value(new),
             # A setting that is absent on one side has no line there.
@@ -151,29 +227,116 @@ class _Differ:
             rel=rel,
         )
 
-    # ------------------------------------------------------------ sections
+    def settings(
+        self,
+        kind: str,
+        path: str,
+        label: str,
+        old: Any,
+        new: Any,
+        keys: Sequence[str],
+        old_at: PathKey,
+        new_at: PathKey,
+        *,
+        per_key: bool = True,
+    ) -> None:
+        """Several behavioural settings of one thing (`path.key`, `label key`); with `per_key`
+        each setting's line is its own, else the thing's."""
+        for key in keys:
+            self.value(
+                kind,
+                BEHAVIOURAL,
+                f"{path}.{key}",
+                f"{label} {key}",
+                getattr(old, key),
+                getattr(new, key),
+                (*old_at, key) if per_key else old_at,
+                (*new_at, key) if per_key else new_at,
+            )
 
-    def run(self) -> list[Change]:
-        self.spec_name()
-        self.slate()
-        self.inputs()
-        self.objectives()
-        self.weights()
-        self.utility()
-        self.diversity()
-        self.spacing()
-        self.semantic_id_penalty()
-        self.rules()
-        self.outcomes()
-        self.rewards()
-        self.policy()
-        return self.changes
+    def members(
+        self,
+        how: Members,
+        old: Mapping[Hashable, Member],
+        new: Mapping[Hashable, Member],
+        compare: Compare | None = None,
+        renamed: Mapping[str, str] | None = None,
+    ) -> None:
+        """Walk a section of members matched by name: `old` is keyed by the name each member has
+        in the new spec, `renamed` maps new names back to old names for the renamed ones. In the
+        old spec's order: a rename, then a removal or the `compare` of both versions; then the
+        additions in the new spec's order."""
+        renamed = renamed or {}
+        for name, before in old.items():
+            if name in renamed:
+                assert how.renamed is not None
+                self.add(
+                    how.kind + "renamed",
+                    how.renamed_severity,
+                    how.path(name),
+                    how.renamed(renamed[name], name, before.value),
+                    old=renamed[name],
+                    new=name,
+                    old_at=before.at,
+                    new_at=new[name].at,
+                    key=True,
+                )
+            if name not in new:
+                self.add(
+                    how.kind + "removed",
+                    how.severity_of(before.value),
+                    how.path(name),
+                    how.removed(name, before.value),
+                    old=how.json(name, before.value),
+                    old_at=before.at,
+                    key=how.key,
+                    anchor_at=how.anchor,
+                )
+            elif compare is not None:
+                compare(name, before, new[name])
+        for name, after in new.items():
+            if name not in old:
+                self.add(
+                    how.kind + "added",
+                    how.severity_of(after.value),
+                    how.path(name),
+                    how.added(name, after.value),
+                    new=how.json(name, after.value),
+                    new_at=after.at,
+                    key=how.key,
+                )
+
+    def present(
+        self, section: str, old: Any, new: Any, describe: Callable[[str, Any], str]
+    ) -> bool:
+        """A section that may be absent (`semantic_id_penalty`, `policy`): when it is on one side
+        only, one change for all of it. True unless it is on both sides (then compare them)."""
+        if old is None and new is None:
+            return True
+        if old is not None and new is not None:
+            return False
+        present = new if new is not None else old
+        verb = "added" if old is None else "removed"
+        self.add(
+            f"{section}.{verb}",
+            BEHAVIOURAL,
+            section,
+            describe(verb, present),
+            old=json_value(old.model_dump(mode="json")) if old else None,
+            new=json_value(new.model_dump(mode="json")) if new else None,
+            old_at=(section,) if old else None,
+            new_at=(section,) if new else None,
+            key=True,
+        )
+        return True
+
+    # ------------------------------------------------------------ the sections
 
     def spec_name(self) -> None:
         if self.o.name != self.n.name:
             self.add(
                 "spec.renamed",
-                Severity.cosmetic,
+                COSMETIC,
                 "name",
                 f"spec renamed `{self.o.name}` → `{self.n.name}`",
                 old=self.o.name,
@@ -183,94 +346,65 @@ class _Differ:
             )
 
     def slate(self) -> None:
-        old, new = self.o.slate.length, self.n.slate.length
-        if old != new:
-            rel = relative(old, new)
-            self.add(
-                "slate.length",
-                Severity.breaking,
-                "slate.length",
-                f"slate length {old} → {new}{fmt_relative(rel)}: consumers of the slates get "
-                "another number of items",
-                old=old,
-                new=new,
-                old_at=("slate", "length"),
-                new_at=("slate", "length"),
-                rel=rel,
-            )
+        at = ("slate", "length")
+        self.value(
+            "slate.length", BREAKING, "slate.length", "slate length",
+            self.o.slate.length, self.n.slate.length, at, at,
+            note=": consumers of the slates get another number of items",
+        )  # fmt: skip
 
     def inputs(self) -> None:
-        o, n = self.o.inputs, self.n.inputs
-        renamed = self.renames.inputs
         state = set(self.n.policy.state) if self.n.policy else set()
-        for name, declared in o.items():
-            target = renamed.get(name, name)
-            if name in renamed:
-                self.add(
-                    "input.renamed",
-                    Severity.breaking,
-                    f"inputs.{target}",
-                    f"input `{name}` renamed to `{target}` ({declared}): dumps must provide "
-                    f"column `{target}`",
-                    old=name,
-                    new=target,
-                    old_at=("inputs", name),
-                    new_at=("inputs", target),
-                    key=True,
-                )
-            if target not in n:
-                self.add(
-                    "input.removed",
-                    Severity.breaking,
-                    f"inputs.{name}",
-                    f"input `{name}` ({declared}) removed",
-                    old=str(declared),
-                    old_at=("inputs", name),
-                    key=True,
-                )
-                continue
-            now = n[target]
+
+        def compare(name: str, before: Member, after: Member) -> None:
+            declared, now = before.value, after.value
             if now.kind != declared.kind:
                 self.add(
                     "input.retyped",
-                    Severity.breaking,
-                    f"inputs.{target}",
-                    f"input `{target}` retyped: {declared} → {now}",
+                    BREAKING,
+                    f"inputs.{name}",
+                    f"input `{name}` retyped: {declared} → {now}",
                     old=str(declared),
                     new=str(now),
-                    old_at=("inputs", name),
-                    new_at=("inputs", target),
+                    old_at=before.at,
+                    new_at=after.at,
                 )
             elif now.size != declared.size:
-                rel = relative(declared.size, now.size)
                 note = ""
-                if target in state:
+                if name in state:
                     note = ": it is the policy's state, a trained policy no longer fits"
                 self.add(
                     "input.resized",
-                    Severity.breaking,
-                    f"inputs.{target}",
-                    f"input `{target}` resized: {declared} → {now}{note}",
+                    BREAKING,
+                    f"inputs.{name}",
+                    f"input `{name}` resized: {declared} → {now}{note}",
                     old=str(declared),
                     new=str(now),
-                    old_at=("inputs", name),
-                    new_at=("inputs", target),
-                    rel=rel,
-                )
-        targets = {renamed.get(x, x) for x in o}
-        for name, declared in n.items():
-            if name not in targets:
-                self.add(
-                    "input.added",
-                    Severity.breaking,
-                    f"inputs.{name}",
-                    f"input `{name}` ({declared}) added: dumps must provide the column",
-                    new=str(declared),
-                    new_at=("inputs", name),
-                    key=True,
+                    old_at=before.at,
+                    new_at=after.at,
+                    rel=relative(declared.size, now.size),
                 )
 
-    def _named_formulas(
+        how = Members(
+            kind="input.",
+            path=lambda name: f"inputs.{name}",
+            removed=lambda name, declared: f"input `{name}` ({declared}) removed",
+            added=lambda name, declared: (
+                f"input `{name}` ({declared}) added: dumps must provide the column"
+            ),
+            json=lambda _, declared: str(declared),
+            severity=BREAKING,
+            renamed=lambda name, target, declared: (
+                f"input `{name}` renamed to `{target}` ({declared}): dumps must provide column "
+                f"`{target}`"
+            ),
+            renamed_severity=BREAKING,
+        )
+        renamed = self.renames.inputs
+        old = _named(("inputs",), self.o.inputs, renamed)
+        self.members(how, old, _named(("inputs",), self.n.inputs), compare, _back(renamed))
+
+    def _formulas(
         self,
         section: str,
         noun: str,
@@ -280,70 +414,50 @@ class _Differ:
         names: Mapping[str, str],
     ) -> None:
         """Objectives and rewards: named formulas compared as weighted sums."""
-        for name, expr in old.items():
-            target = renamed.get(name, name)
-            if name in renamed:
-                self.add(
-                    f"{noun}.renamed",
-                    Severity.cosmetic,
-                    f"{section}.{target}",
-                    f"{noun} `{name}` renamed to `{target}` (same formula)",
-                    old=name,
-                    new=target,
-                    old_at=(section, name),
-                    new_at=(section, target),
-                    key=True,
-                )
-            if target not in new:
-                self.add(
-                    f"{noun}.removed",
-                    Severity.behavioural,
-                    f"{section}.{name}",
-                    f"{noun} `{name}` removed (was {format_expr(expr)})",
-                    old=format_expr(expr),
-                    old_at=(section, name),
-                    key=True,
-                )
-                continue
-            before = linear_form(rename_expr(expr, names))
-            after = linear_form(new[target])
-            if same_form(before, after):
-                continue
+
+        def compare(name: str, before: Member, after: Member) -> None:
+            expr = before.value
+            form_old = linear_form(rename_expr(expr, names))
+            form_new = linear_form(after.value)
+            if same_form(form_old, form_new):
+                return
             # Term by term only when the formulas share terms; otherwise old → new says it all.
-            detail = form_changes(before, after) if before.keys() & after.keys() else []
+            detail = form_changes(form_old, form_new) if form_old.keys() & form_new.keys() else []
             rel = None
-            common = [k for k in before if k in after]
-            changed = [k for k in common if not math.isclose(before[k], after[k], rel_tol=1e-12)]
-            if len(changed) == 1 and before.keys() == after.keys():
-                rel = relative(before[changed[0]], after[changed[0]])
-            old_text, new_text = format_expr(expr), format_expr(new[target])
+            common = [k for k in form_old if k in form_new]
+            changed = [
+                k for k in common if not math.isclose(form_old[k], form_new[k], rel_tol=1e-12)
+            ]
+            if len(changed) == 1 and form_old.keys() == form_new.keys():
+                rel = relative(form_old[changed[0]], form_new[changed[0]])
+            old_text, new_text = format_expr(expr), format_expr(after.value)
             self.add(
                 f"{noun}.changed",
-                Severity.behavioural,
-                f"{section}.{target}",
-                f"{noun} `{target}`: {old_text} → {new_text}"
+                BEHAVIOURAL,
+                f"{section}.{name}",
+                f"{noun} `{name}`: {old_text} → {new_text}"
                 + (f" ({'; '.join(detail)})" if detail and len(detail) <= 3 else ""),
                 old=old_text,
                 new=new_text,
-                old_at=(section, name),
-                new_at=(section, target),
+                old_at=before.at,
+                new_at=after.at,
                 rel=rel,
             )
-        targets = {renamed.get(x, x) for x in old}
-        for name, expr in new.items():
-            if name not in targets:
-                self.add(
-                    f"{noun}.added",
-                    Severity.behavioural,
-                    f"{section}.{name}",
-                    f"{noun} `{name}` added: {format_expr(expr)}",
-                    new=format_expr(expr),
-                    new_at=(section, name),
-                    key=True,
-                )
+
+        how = Members(
+            kind=f"{noun}.",
+            path=lambda name: f"{section}.{name}",
+            removed=lambda name, expr: f"{noun} `{name}` removed (was {format_expr(expr)})",
+            added=lambda name, expr: f"{noun} `{name}` added: {format_expr(expr)}",
+            json=lambda _, expr: format_expr(expr),
+            renamed=lambda name, target, _: f"{noun} `{name}` renamed to `{target}` (same formula)",
+        )
+        self.members(
+            how, _named((section,), old, renamed), _named((section,), new), compare, _back(renamed)
+        )
 
     def objectives(self) -> None:
-        self._named_formulas(
+        self._formulas(
             "objectives",
             "objective",
             self.o.objectives,
@@ -354,116 +468,80 @@ class _Differ:
 
     # ------------------------------------------------------------ weights and the action grid
 
-    def _actions(self, spec: Spec) -> int:
-        return spec.action_count
-
     def _grid_note(self) -> str:
         return (
-            f" (action grid {self._actions(self.o):,} → {self._actions(self.n):,} actions): "
+            f" (action grid {self.o.action_count:,} → {self.n.action_count:,} actions): "
             "a trained policy no longer fits"
         )
 
     def weights(self) -> None:
-        o, n = self.o.weights, self.n.weights
+        both = self.o.policy is not None and self.n.policy is not None
+
+        def axis(weight: Weight) -> bool:
+            """A policy weight while both specs have a policy: one axis of the action grid."""
+            return weight.source == "policy" and both
+
+        def note(weight: Weight) -> str:
+            return self._grid_note() if axis(weight) else ""
+
+        how = Members(
+            kind="weight.",
+            path=lambda name: f"weights.{name}",
+            removed=lambda name, w: f"weight `{name}` removed (was {weight_text(w)})" + note(w),
+            added=lambda name, w: f"weight `{name}` added ({weight_text(w)})" + note(w),
+            json=lambda _, weight: weight_json(weight),
+            severity=lambda weight: BREAKING if axis(weight) else BEHAVIOURAL,
+            renamed=lambda name, target, _: (
+                f"weight `{name}` renamed to `{target}`: the slates' column `weight_{name}` "
+                f"becomes `weight_{target}`"
+            ),
+            renamed_severity=BEHAVIOURAL,
+        )
         renamed = self.renames.weights
-        both_policies = self.o.policy is not None and self.n.policy is not None
-        for name, weight in o.items():
-            target = renamed.get(name, name)
-            if name in renamed:
-                self.add(
-                    "weight.renamed",
-                    Severity.behavioural,
-                    f"weights.{target}",
-                    f"weight `{name}` renamed to `{target}`: the slates' column "
-                    f"`weight_{name}` becomes `weight_{target}`",
-                    old=name,
-                    new=target,
-                    old_at=("weights", name),
-                    new_at=("weights", target),
-                    key=True,
-                )
-            if target not in n:
-                axis = weight.source == "policy" and both_policies
-                self.add(
-                    "weight.removed",
-                    Severity.breaking if axis else Severity.behavioural,
-                    f"weights.{name}",
-                    f"weight `{name}` removed (was {weight_text(weight)})"
-                    + (self._grid_note() if axis else ""),
-                    old=weight_json(weight),
-                    old_at=("weights", name),
-                    key=True,
-                )
-                continue
-            self._weight(name, target, weight, n[target], both_policies)
-        targets = {renamed.get(x, x) for x in o}
-        for name, weight in n.items():
-            if name not in targets:
-                axis = weight.source == "policy" and both_policies
-                self.add(
-                    "weight.added",
-                    Severity.breaking if axis else Severity.behavioural,
-                    f"weights.{name}",
-                    f"weight `{name}` added ({weight_text(weight)})"
-                    + (self._grid_note() if axis else ""),
-                    new=weight_json(weight),
-                    new_at=("weights", name),
-                    key=True,
-                )
+        old = _named(("weights",), self.o.weights, renamed)
+        self.members(
+            how,
+            old,
+            _named(("weights",), self.n.weights),
+            lambda name, before, after: self._weight(name, before, after, both),
+            _back(renamed),
+        )
         self._axis_order()
 
-    def _weight(self, name: str, target: str, old: Weight, new: Weight, both: bool) -> None:
-        at_old, at_new = ("weights", name), ("weights", target)
-        b = Severity.behavioural
-        self.value(
-            "weight.default",
-            b,
-            f"weights.{target}.default",
-            f"weight `{target}` default",
-            old.default,
-            new.default,
-            at_old + ("default",),
-            at_new + ("default",),
-        )
+    def _weight(self, target: str, before: Member, after: Member, both: bool) -> None:
+        old, new = before.value, after.value
+        at_old, at_new = before.at, after.at
+        path, label = f"weights.{target}", f"weight `{target}`"
+        self.settings("weight.default", path, label, old, new, ("default",), at_old, at_new)
         for i, end in enumerate(("lower", "upper")):
             self.value(
                 "weight.bound",
-                b,
-                f"weights.{target}.bounds.{end}",
-                f"weight `{target}` {end} bound",
+                BEHAVIOURAL,
+                f"{path}.bounds.{end}",
+                f"{label} {end} bound",
                 old.bounds[i],
                 new.bounds[i],
-                at_old + ("bounds",),
-                at_new + ("bounds",),
+                (*at_old, "bounds"),
+                (*at_new, "bounds"),
             )
-        self.value(
-            "weight.sign",
-            b,
-            f"weights.{target}.sign",
-            f"weight `{target}` sign",
-            old.sign,
-            new.sign,
-            at_old + ("sign",),
-            at_new + ("sign",),
-        )
+        self.settings("weight.sign", path, label, old, new, ("sign",), at_old, at_new)
         if old.source != new.source:
             self.add(
                 "weight.source",
-                Severity.breaking if both else b,
-                f"weights.{target}.source",
-                f"weight `{target}` source {old.source} → {new.source}"
-                + (self._grid_note() if both else ""),
+                BREAKING if both else BEHAVIOURAL,
+                f"{path}.source",
+                f"{label} source {old.source} → {new.source}" + (self._grid_note() if both else ""),
                 old=old.source,
                 new=new.source,
-                old_at=at_old + ("source",),
-                new_at=at_new + ("source",),
+                old_at=(*at_old, "source"),
+                new_at=(*at_new, "source"),
             )
         elif old.source == "policy" and tuple(old.grid or ()) != tuple(new.grid or ()):
             self.add(
                 "weight.grid",
-                Severity.breaking,
-                f"weights.{target}.grid",
-                f"weight `{target}` policy grid {grid_text(old.grid)} → {grid_text(new.grid)}"
+                BREAKING,
+                f"{path}.grid",
+                f"{label} policy grid {grid_text(old.grid)} → {grid_text(new.grid)}"
                 + (
                     self._grid_note()
                     if len(old.grid or ()) != len(new.grid or ())
@@ -472,8 +550,8 @@ class _Differ:
                 ),
                 old=list(old.grid or ()),
                 new=list(new.grid or ()),
-                old_at=at_old + ("grid",),
-                new_at=at_new + ("grid",),
+                old_at=(*at_old, "grid"),
+                new_at=(*at_new, "grid"),
             )
 
     def _axis_order(self) -> None:
@@ -488,7 +566,7 @@ class _Differ:
         if common_old != common_new:
             self.add(
                 "policy.axes",
-                Severity.breaking,
+                BREAKING,
                 "policy.axes",
                 f"policy weights reordered ({', '.join(common_old)} → {', '.join(common_new)}): "
                 "action ids are renumbered, a trained policy no longer fits",
@@ -504,50 +582,22 @@ class _Differ:
     def utility(self) -> None:
         terms_old, constant_old = utility_terms(self.o)
         terms_new, constant_new = utility_terms(self.n)
-        keyed_old = {(self.name(t.weight), self.name(t.objective)): t for t in terms_old}
-        keyed_new = {(t.weight, t.objective): t for t in terms_new}
-        for key, term in keyed_old.items():
-            if key not in keyed_new:
-                text = f"{key[0]} * {key[1]}"
-                self.add(
-                    "utility.term_removed",
-                    Severity.behavioural,
-                    f"utility[{text}]",
-                    f"utility term `{text}` removed",
-                    old=text,
-                    old_at=term.path,
-                    anchor_at=("utility",),
-                )
-        for key, term in keyed_new.items():
-            if key not in keyed_old:
-                text = f"{key[0]} * {key[1]}"
-                self.add(
-                    "utility.term_added",
-                    Severity.behavioural,
-                    f"utility[{text}]",
-                    f"utility term `{text}` added",
-                    new=text,
-                    new_at=term.path,
-                )
+        old = {(self.name(t.weight), self.name(t.objective)): Member(t.path, t) for t in terms_old}
+        new = {(t.weight, t.objective): Member(t.path, t) for t in terms_new}
+        self.members(UTILITY_TERMS, old, new)
+        at = ("utility",)
         self.value(
-            "utility.constant",
-            Severity.behavioural,
-            "utility.constant",
-            "utility constant",
-            constant_old,
-            constant_new,
-            ("utility",),
-            ("utility",),
-        )
+            "utility.constant", BEHAVIOURAL, "utility.constant", "utility constant",
+            constant_old, constant_new, at, at,
+        )  # fmt: skip
 
     def diversity(self) -> None:
         old, new = self.o.diversity, self.n.diversity
-        b = Severity.behavioural
         params_old, params_new = _diversity_params(old), _diversity_params(new)
         if old.algorithm != new.algorithm:
             self.add(
                 "diversity.algorithm",
-                b,
+                BEHAVIOURAL,
                 "diversity.algorithm",
                 f"diversity algorithm {param_text(old.algorithm, params_old)} → "
                 f"{param_text(new.algorithm, params_new)}",
@@ -558,305 +608,129 @@ class _Differ:
             )
         else:
             for key, value in params_old.items():
-                after = params_new.get(key)
-                if value == after:
-                    continue
-                rel = relative(value, after)
-                show = lambda v, k=key: (  # noqa: E731
-                    "whole slate" if v is None and k == "window" else fmt_value(v)
-                )
-                self.add(
-                    "diversity.parameter",
-                    b,
-                    f"diversity.{key}",
-                    f"{new.algorithm} {key} {show(value)} → {show(after)}{fmt_relative(rel)}",
-                    old=json_value(value),
-                    new=json_value(after),
-                    old_at=("diversity", key) if value is not None else None,
-                    new_at=("diversity", key) if after is not None else None,
-                    anchor_at=("diversity", key),
-                    rel=rel,
-                )
+                at = ("diversity", key)
+                self.value(
+                    "diversity.parameter", BEHAVIOURAL, f"diversity.{key}",
+                    f"{new.algorithm} {key}", value, params_new.get(key), at, at,
+                    show=lambda v, k=key: setting_text(k, v),
+                )  # fmt: skip
         if isinstance(old, Ssd | Dpp | Mmr) and isinstance(new, Ssd | Dpp | Mmr):
             self._signals(old.similarity, new.similarity)
 
     def _signals(self, old: Expr, new: Expr) -> None:
-        base = ("diversity", "similarity")
-        signals_old, _ = split_similarity(old, base)
-        signals_new, _ = split_similarity(new, base)
-        keyed_old: dict[tuple[str, str], list[Any]] = {}
-        keyed_new: dict[tuple[str, str], list[Any]] = {}
-        for s in signals_old:
-            entry = keyed_old.setdefault((s.signal, self.name(s.input)), [0.0, s.path])
-            entry[0] += s.beta
-        for s in signals_new:
-            entry = keyed_new.setdefault((s.signal, s.input), [0.0, s.path])
-            entry[0] += s.beta
-        b = Severity.behavioural
-        for key, (beta, path) in keyed_old.items():
-            text = f"{key[0]}({key[1]})"
-            if key not in keyed_new:
-                self.add(
-                    "similarity.signal_removed",
-                    b,
-                    f"diversity.similarity[{text}]",
-                    f"similarity signal `{text}` removed (was β {format_number(beta)})",
-                    old=beta,
-                    old_at=path,
-                    anchor_at=base,
-                )
-            elif not math.isclose(beta, keyed_new[key][0], rel_tol=1e-12):
-                after, new_path = keyed_new[key]
-                rel = relative(beta, after)
-                self.add(
-                    "similarity.beta",
-                    b,
-                    f"diversity.similarity[{text}]",
-                    f"similarity β of `{text}` {format_number(beta)} → {format_number(after)}"
-                    f"{fmt_relative(rel)}",
-                    old=beta,
-                    new=after,
-                    old_at=path,
-                    new_at=new_path,
-                    rel=rel,
-                )
-        for key, (beta, path) in keyed_new.items():
-            if key not in keyed_old:
-                text = f"{key[0]}({key[1]})"
-                self.add(
-                    "similarity.signal_added",
-                    b,
-                    f"diversity.similarity[{text}]",
-                    f"similarity signal `{text}` added (β {format_number(beta)})",
-                    new=beta,
-                    new_at=path,
-                )
+        """Similarity signals keyed by (signal, input), their βs summed."""
+
+        def keyed(expr: Expr, rename: Callable[[str], str]) -> dict[Hashable, Member]:
+            signals, _ = split_similarity(expr, SIMILARITY)
+            members: dict[Hashable, Member] = {}
+            for s in signals:
+                key = (s.signal, rename(s.input))
+                first = members.get(key)
+                beta = s.beta if first is None else first.value + s.beta
+                members[key] = Member(s.path if first is None else first.at, beta)
+            return members
+
+        def compare(key: tuple[str, str], before: Member, after: Member) -> None:
+            if not math.isclose(before.value, after.value, rel_tol=1e-12):
+                self.value(
+                    "similarity.beta", BEHAVIOURAL, SIGNALS.path(key),
+                    f"similarity β of `{_signal_text(key)}`", before.value, after.value,
+                    before.at, after.at,
+                )  # fmt: skip
+
+        self.members(SIGNALS, keyed(old, self.name), keyed(new, str), compare)
 
     # ------------------------------------------------------------ penalties and rules
 
     def spacing(self) -> None:
-        old = {self.name(k): (k, v) for k, v in self.o.spacing.items()}
-        new = self.n.spacing
-        b = Severity.behavioural
-        for target, (name, spacing) in old.items():
-            if target not in new:
-                self.add(
-                    "spacing.removed",
-                    b,
-                    f"spacing.{target}",
-                    f"spacing of set `{target}` removed (was window {spacing.window}, "
-                    f"coefficient {format_number(spacing.coefficient)})",
-                    old=spacing.model_dump(),
-                    old_at=("spacing", name),
-                    key=True,
-                )
-                continue
-            for key in ("window", "coefficient"):
-                self.value(
-                    "spacing.parameter",
-                    b,
-                    f"spacing.{target}.{key}",
-                    f"spacing of `{target}` {key}",
-                    getattr(spacing, key),
-                    getattr(new[target], key),
-                    ("spacing", name, key),
-                    ("spacing", target, key),
-                )
-        for name, spacing in new.items():
-            if name not in old:
-                self.add(
-                    "spacing.added",
-                    b,
-                    f"spacing.{name}",
-                    f"spacing of set `{name}` added (window {spacing.window}, coefficient "
-                    f"{format_number(spacing.coefficient)})",
-                    new=spacing.model_dump(),
-                    new_at=("spacing", name),
-                    key=True,
-                )
+        def compare(name: str, before: Member, after: Member) -> None:
+            self.settings(
+                "spacing.parameter", f"spacing.{name}", f"spacing of `{name}`",
+                before.value, after.value, ("window", "coefficient"), before.at, after.at,
+            )  # fmt: skip
+
+        old = _named(("spacing",), self.o.spacing, self.names)
+        self.members(SPACING, old, _named(("spacing",), self.n.spacing), compare)
 
     def semantic_id_penalty(self) -> None:
         old, new = self.o.semantic_id_penalty, self.n.semantic_id_penalty
-        b = Severity.behavioural
-        path = ("semantic_id_penalty",)
-        if old is None and new is None:
+        section = "semantic_id_penalty"
+        if self.present(
+            section,
+            old,
+            new,
+            lambda verb, penalty: (
+                f"semantic-ID penalty {verb} ({fmt_value(penalty.model_dump())[1:-1]})"
+            ),
+        ):
             return
-        if old is None or new is None:
-            present = new if new is not None else old
-            assert present is not None
-            values = present.model_dump()
-            self.add(
-                "semantic_id_penalty." + ("added" if old is None else "removed"),
-                b,
-                "semantic_id_penalty",
-                f"semantic-ID penalty {'added' if old is None else 'removed'} "
-                f"({fmt_value(values)[1:-1]})",
-                old=old.model_dump() if old else None,
-                new=new.model_dump() if new else None,
-                old_at=path if old else None,
-                new_at=path if new else None,
-                key=True,
-            )
-            return
+        assert old is not None and new is not None
         if self.name(old.input) != new.input:
             self.add(
-                "semantic_id_penalty.parameter",
-                b,
-                "semantic_id_penalty.input",
+                f"{section}.parameter",
+                BEHAVIOURAL,
+                f"{section}.input",
                 f"semantic-ID penalty input `{old.input}` → `{new.input}`",
                 old=old.input,
                 new=new.input,
-                old_at=(*path, "input"),
-                new_at=(*path, "input"),
+                old_at=(section, "input"),
+                new_at=(section, "input"),
             )
-        for key in ("window", "min_prefix", "coefficient"):
-            self.value(
-                "semantic_id_penalty.parameter",
-                b,
-                f"semantic_id_penalty.{key}",
-                f"semantic-ID penalty {key}",
-                getattr(old, key),
-                getattr(new, key),
-                (*path, key),
-                (*path, key),
-            )
+        keys = ("window", "min_prefix", "coefficient")
+        at = (section,)
+        self.settings(
+            f"{section}.parameter", section, "semantic-ID penalty", old, new, keys, at, at
+        )
 
     def rules(self) -> None:
-        b = Severity.behavioural
-        old_filters = {self.name(f): i for i, f in enumerate(self.o.rules.filters)}
-        new_filters = {f: i for i, f in enumerate(self.n.rules.filters)}
-        for name, i in old_filters.items():
-            if name not in new_filters:
-                self.add(
-                    "filter.removed",
-                    b,
-                    f"rules.filters[{name}]",
-                    f"filter on set `{name}` removed",
-                    old=name,
-                    old_at=("rules", "filters", i),
-                )
-        for name, i in new_filters.items():
-            if name not in old_filters:
-                self.add(
-                    "filter.added",
-                    b,
-                    f"rules.filters[{name}]",
-                    f"filter on set `{name}` added",
-                    new=name,
-                    new_at=("rules", "filters", i),
-                )
-        old_caps = {self.name(k): (k, v) for k, v in self.o.rules.caps.items()}
-        new_caps = self.n.rules.caps
-        for target, (name, cap) in old_caps.items():
-            if target not in new_caps:
-                self.add(
-                    "cap.removed",
-                    b,
-                    f"rules.caps.{target}",
-                    f"cap on `{target}` removed (was at most {cap.max} in {cap.window})",
-                    old=cap.model_dump(),
-                    old_at=("rules", "caps", name),
-                    key=True,
-                )
-                continue
-            for key in ("max", "window"):
-                self.value(
-                    "cap.parameter",
-                    b,
-                    f"rules.caps.{target}.{key}",
-                    f"cap on `{target}` {key}",
-                    getattr(cap, key),
-                    getattr(new_caps[target], key),
-                    ("rules", "caps", name),
-                    ("rules", "caps", target),
-                )
-        for name, cap in new_caps.items():
-            if name not in old_caps:
-                self.add(
-                    "cap.added",
-                    b,
-                    f"rules.caps.{name}",
-                    f"cap on `{name}` added (at most {cap.max} in {cap.window})",
-                    new=cap.model_dump(),
-                    new_at=("rules", "caps", name),
-                    key=True,
-                )
-        old_t, new_t = self.o.rules.truncate, self.n.rules.truncate
-        if old_t != new_t:
-            rel = relative(old_t, new_t)
-            self.add(
-                "truncate.changed",
-                b,
-                "rules.truncate",
-                f"truncation {truncation_text(old_t)} → {truncation_text(new_t)}"
-                f"{fmt_relative(rel)}",
-                old=old_t,
-                new=new_t,
-                old_at=("rules", "truncate") if old_t is not None else None,
-                new_at=("rules", "truncate") if new_t is not None else None,
-                anchor_at=("rules", "truncate"),
-                rel=rel,
-            )
+        at = ("rules", "filters")
+        old = _positions(at, self.o.rules.filters, self.name)
+        self.members(FILTERS, old, _positions(at, self.n.rules.filters))
+
+        def compare(name: str, before: Member, after: Member) -> None:
+            self.settings(
+                "cap.parameter", f"rules.caps.{name}", f"cap on `{name}`",
+                before.value, after.value, ("max", "window"), before.at, after.at, per_key=False,
+            )  # fmt: skip
+
+        at = ("rules", "caps")
+        old = _named(at, self.o.rules.caps, self.names)
+        self.members(CAPS, old, _named(at, self.n.rules.caps), compare)
+        at = ("rules", "truncate")
+        self.value(
+            "truncate.changed", BEHAVIOURAL, "rules.truncate", "truncation",
+            self.o.rules.truncate, self.n.rules.truncate, at, at, show=truncation_text,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ policy learning
 
     def outcomes(self) -> None:
-        old = {o: i for i, o in enumerate(self.o.outcomes)}
-        new = {o: i for i, o in enumerate(self.n.outcomes)}
-        for name, i in old.items():
-            if name not in new:
-                self.add(
-                    "outcome.removed",
-                    Severity.behavioural,
-                    f"outcomes[{name}]",
-                    f"outcome `{name}` removed",
-                    old=name,
-                    old_at=("outcomes", i),
-                )
-        for name, i in new.items():
-            if name not in old:
-                self.add(
-                    "outcome.added",
-                    Severity.behavioural,
-                    f"outcomes[{name}]",
-                    f"outcome `{name}` added: logs must provide the column",
-                    new=name,
-                    new_at=("outcomes", i),
-                )
+        at = ("outcomes",)
+        self.members(OUTCOMES, _positions(at, self.o.outcomes), _positions(at, self.n.outcomes))
 
     def rewards(self) -> None:
-        self._named_formulas(
+        self._formulas(
             "rewards", "reward", self.o.rewards, self.n.rewards, self.renames.rewards, {}
         )
 
     def policy(self) -> None:
         old, new = self.o.policy, self.n.policy
-        b = Severity.behavioural
-        if old is None and new is None:
-            return
-        if old is None or new is None:
-            present = new if new is not None else old
-            assert present is not None
-            verb = "added" if old is None else "removed"
-            self.add(
-                f"policy.{verb}",
-                b,
-                "policy",
-                f"policy {verb} (state {', '.join(present.state)}; "
-                f"{self._actions(self.n if old is None else self.o):,} actions): weights are "
-                + ("now chosen per request" if old is None else "now fixed"),
-                old=json_value(old.model_dump(mode="json")) if old else None,
-                new=json_value(new.model_dump(mode="json")) if new else None,
-                old_at=("policy",) if old else None,
-                new_at=("policy",) if new else None,
-                key=True,
+
+        def describe(verb: str, policy: Any) -> str:
+            actions = (self.n if verb == "added" else self.o).action_count
+            return (
+                f"policy {verb} (state {', '.join(policy.state)}; {actions:,} actions): weights "
+                "are " + ("now chosen per request" if verb == "added" else "now fixed")
             )
+
+        if self.present("policy", old, new, describe):
             return
+        assert old is not None and new is not None
         state_old = [self.name(s) for s in old.state]
         if state_old != list(new.state):
             self.add(
                 "policy.state",
-                Severity.breaking,
+                BREAKING,
                 "policy.state",
                 f"policy state [{', '.join(old.state)}] → [{', '.join(new.state)}]: the "
                 "network's input changes, a trained policy no longer fits",
@@ -865,16 +739,8 @@ class _Differ:
                 old_at=("policy", "state"),
                 new_at=("policy", "state"),
             )
-        self.value(
-            "policy.file",
-            b,
-            "policy.file",
-            "policy file",
-            old.file,
-            new.file,
-            ("policy", "file"),
-            ("policy", "file"),
-        )
+        at = ("policy",)
+        self.settings("policy.file", "policy", "policy", old, new, ("file",), at, at)
         exp_old, exp_new = old.exploration.model_dump(), new.exploration.model_dump()
         if exp_old != exp_new:
             rel = None
@@ -889,7 +755,7 @@ class _Differ:
                 )
             self.add(
                 "policy.exploration",
-                b,
+                BEHAVIOURAL,
                 "policy.exploration",
                 f"policy exploration {change}{fmt_relative(rel)}",
                 old=exp_old,
@@ -902,7 +768,7 @@ class _Differ:
         if reward_old != new.reward:
             self.add(
                 "policy.reward",
-                b,
+                BEHAVIOURAL,
                 "policy.reward",
                 f"policy learns reward {fmt_value(old.reward)} → {fmt_value(new.reward)}",
                 old=old.reward,
@@ -910,21 +776,101 @@ class _Differ:
                 old_at=("policy", "reward"),
                 new_at=("policy", "reward"),
             )
-        self.value(
-            "policy.fallback",
-            b,
-            "policy.fallback",
-            "policy fallback",
-            old.fallback,
-            new.fallback,
-            ("policy", "fallback"),
-            ("policy", "fallback"),
-        )
+        self.settings("policy.fallback", "policy", "policy", old, new, ("fallback",), at, at)
+
+
+def _back(renamed: Mapping[str, str]) -> dict[str, str]:
+    """New name → old name."""
+    return {new: old for old, new in renamed.items()}
+
+
+def _signal_text(key: tuple[str, str]) -> str:
+    return f"{key[0]}({key[1]})"
+
+
+SIMILARITY: PathKey = ("diversity", "similarity")
+
+UTILITY_TERMS = Members(
+    kind="utility.term_",
+    path=lambda key: f"utility[{key[0]} * {key[1]}]",
+    removed=lambda key, _: f"utility term `{key[0]} * {key[1]}` removed",
+    added=lambda key, _: f"utility term `{key[0]} * {key[1]}` added",
+    json=lambda key, _: f"{key[0]} * {key[1]}",
+    anchor=("utility",),
+    key=False,
+)
+SIGNALS = Members(
+    kind="similarity.signal_",
+    path=lambda key: f"diversity.similarity[{_signal_text(key)}]",
+    removed=lambda key, beta: (
+        f"similarity signal `{_signal_text(key)}` removed (was β {format_number(beta)})"
+    ),
+    added=lambda key, beta: (
+        f"similarity signal `{_signal_text(key)}` added (β {format_number(beta)})"
+    ),
+    json=lambda _, beta: beta,
+    anchor=SIMILARITY,
+    key=False,
+)
+SPACING = Members(
+    kind="spacing.",
+    path=lambda name: f"spacing.{name}",
+    removed=lambda name, s: (
+        f"spacing of set `{name}` removed (was window {s.window}, coefficient "
+        f"{format_number(s.coefficient)})"
+    ),
+    added=lambda name, s: (
+        f"spacing of set `{name}` added (window {s.window}, coefficient "
+        f"{format_number(s.coefficient)})"
+    ),
+    json=lambda _, spacing: spacing.model_dump(),
+)
+FILTERS = Members(
+    kind="filter.",
+    path=lambda name: f"rules.filters[{name}]",
+    removed=lambda name, _: f"filter on set `{name}` removed",
+    added=lambda name, _: f"filter on set `{name}` added",
+    json=lambda name, _: name,
+    key=False,
+)
+CAPS = Members(
+    kind="cap.",
+    path=lambda name: f"rules.caps.{name}",
+    removed=lambda name, cap: f"cap on `{name}` removed (was at most {cap.max} in {cap.window})",
+    added=lambda name, cap: f"cap on `{name}` added (at most {cap.max} in {cap.window})",
+    json=lambda _, cap: cap.model_dump(),
+)
+OUTCOMES = Members(
+    kind="outcome.",
+    path=lambda name: f"outcomes[{name}]",
+    removed=lambda name, _: f"outcome `{name}` removed",
+    added=lambda name, _: f"outcome `{name}` added: logs must provide the column",
+    json=lambda name, _: name,
+    key=False,
+)
+
+SECTIONS: tuple[tuple[str, Callable[[SectionDiffer], None]], ...] = (
+    ("name", SectionDiffer.spec_name),
+    ("slate", SectionDiffer.slate),
+    ("inputs", SectionDiffer.inputs),
+    ("objectives", SectionDiffer.objectives),
+    ("weights", SectionDiffer.weights),  # and the order of the policy's axes
+    ("utility", SectionDiffer.utility),
+    ("diversity", SectionDiffer.diversity),  # and its similarity signals
+    ("spacing", SectionDiffer.spacing),
+    ("semantic_id_penalty", SectionDiffer.semantic_id_penalty),
+    ("rules", SectionDiffer.rules),  # filters, caps, truncation
+    ("outcomes", SectionDiffer.outcomes),
+    ("rewards", SectionDiffer.rewards),
+    ("policy", SectionDiffer.policy),
+)
+"""The spec's sections in canonical order, each with how it is compared: the order of the walk,
+so the order of changes within a severity."""
 
 
 def diff_specs(old: LoadedSpec, new: LoadedSpec) -> SpecDiff:
     """The semantic changes from `old` to `new`, in the spec's canonical section order."""
-    changes = _Differ(old, new).run()
+    changes = SectionDiffer(old, new).run()
     return SpecDiff(
         old_file=old.document.source.name,
         new_file=new.document.source.name,
