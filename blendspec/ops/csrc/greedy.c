@@ -82,21 +82,20 @@ DEFINE_ACCUMULATE(double, d)
 static void accumulate_fd(const float *restrict rows, size_t stride, const float *coef, int n_rows,
                           int n, double *restrict out) {
     for (int k = 0; k < n_rows; k += 16) {
-        const float *r = rows + (size_t)k * stride;
-        const float *c = coef + k;
+        /* A short last block runs the same code as a full one, its missing rows read as row k
+           times 0: one instruction sequence for every block, so the trailing zero columns of a
+           wider batch leave every bit as it is (two code paths rounded differently). */
         int m = n_rows - k < 16 ? n_rows - k : 16;
-        if (m == 16) {
-            for (int i = 0; i < n; i++) {
-                float s = r[i] * c[0];
-                for (int q = 1; q < 16; q++) s += r[(size_t)q * stride + i] * c[q];
-                out[i] += (double)s;
-            }
-        } else {
-            for (int i = 0; i < n; i++) {
-                float s = r[i] * c[0];
-                for (int q = 1; q < m; q++) s += r[(size_t)q * stride + i] * c[q];
-                out[i] += (double)s;
-            }
+        const float *r[16];
+        float c[16];
+        for (int q = 0; q < 16; q++) {
+            r[q] = rows + (size_t)(k + (q < m ? q : 0)) * stride;
+            c[q] = q < m ? coef[k + q] : 0.0f;
+        }
+        for (int i = 0; i < n; i++) {
+            float s = r[0][i] * c[0];
+            for (int q = 1; q < 16; q++) s += r[q][i] * c[q];
+            out[i] += (double)s;
         }
     }
 }
