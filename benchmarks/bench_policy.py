@@ -130,11 +130,12 @@ class Figure:
 
 
 def _train(spec, table, reward: str, method: str, epochs: int):  # type: ignore[no-untyped-def]
-    from blendspec.policy.learn import train_policy
+    from blendspec.policy.train import TrainConfig, train_policy
 
-    options = {"heads": "factorised"} if method == "pg" else {}
+    heads = "factorised" if method == "pg" else "joint"
+    config = TrainConfig(method=method, heads=heads, epochs=epochs, seed=0)
     began = time.perf_counter()
-    result = train_policy(spec, table, reward, method=method, epochs=epochs, seed=0, **options)
+    result = train_policy(spec, table, reward, config=config)
     return result.policy, time.perf_counter() - began
 
 
@@ -161,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from blendspec.policy.explore import evaluate_on_policy
-    from blendspec.policy.learn import ActionGrid, log_data
+    from blendspec.policy.grid import ActionGrid
     from blendspec.policy.ope import evaluate
+    from blendspec.policy.rewards import log_data
     from blendspec.sim.world import World
     from blendspec.spec.loader import load_spec
 

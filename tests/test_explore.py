@@ -16,8 +16,11 @@ from blendspec.policy.explore import (
     exploration_logs,
     write_logs,
 )
-from blendspec.policy.learn import ActionGrid, load_policy, log_data, train_policy
+from blendspec.policy.grid import ActionGrid
 from blendspec.policy.ope import evaluate
+from blendspec.policy.rewards import log_data
+from blendspec.policy.runtime import load_policy
+from blendspec.policy.train import train_policy
 from blendspec.sim.world import World, WorldConfig
 from blendspec.spec.loader import LoadedSpec, load_spec, load_text
 

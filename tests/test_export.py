@@ -184,7 +184,7 @@ def test_served_artifacts_give_blend_run_slates(
         requests = tmp_path / f"{case}.jsonl"
         _requests_jsonl(dump, spec_path, requests, limit)
         jobs.append({"name": case, "artifact": str(artifact), "requests": str(requests)})
-        from blendspec.policy.learn import spec_hash
+        from blendspec.policy.grid import spec_hash
 
         hashes[case] = spec_hash(loaded.spec)
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
@@ -219,7 +219,7 @@ def test_served_artifacts_give_blend_run_slates(
 def test_contract_records_inputs_outputs_and_hash(
     exported: dict[str, tuple[Path, Path]],
 ) -> None:
-    from blendspec.policy.learn import spec_hash
+    from blendspec.policy.grid import spec_hash
 
     for name, (spec_path, artifact) in exported.items():
         spec = load_spec(spec_path).spec

@@ -295,7 +295,7 @@ def test_missing_metadata_key_is_a_clear_error(tmp_path: Path) -> None:
 def test_huge_declared_network_is_refused_before_it_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import blendspec.policy.learn as policy_module
+    import blendspec.policy.runtime as policy_module
 
     huge = write_variant(tmp_path, "huge", lambda p, m: m.update(hidden=[200000, 200000]))
     wide = write_variant(tmp_path, "wide", lambda p, m: m.update(hidden=[60000, 60000]))
@@ -316,7 +316,8 @@ def test_a_compressed_record_is_refused_before_it_is_inflated(tmp_path: Path) ->
     """torch's loader inflates deflated records: a small file could become a huge tensor."""
     import zipfile
 
-    from blendspec.policy.learn import PolicyFileError, load_policy
+    from blendspec.policy.runtime import load_policy
+    from blendspec.policy.store import PolicyFileError
 
     saved_payload(tmp_path)
     packed = tmp_path / "packed.pt"

@@ -275,7 +275,10 @@ def test_the_documented_import_paths_still_work() -> None:
     import blendspec.compiler.compile
     import blendspec.compiler.lower
     import blendspec.explain.breakdown
-    import blendspec.policy.learn
+    import blendspec.policy.grid
+    import blendspec.policy.rewards
+    import blendspec.policy.runtime
+    import blendspec.policy.train
     import blendspec.spec.loader
     from blendspec import explain, ops, policy
 
@@ -283,8 +286,11 @@ def test_the_documented_import_paths_still_work() -> None:
     assert blendspec.loader.load_spec is blendspec.spec.loader.load_spec
     for name in ("BlendModule", "module_for", "request_seeds", "REQUEST_SEED_KEY"):
         assert getattr(blendspec.lower, name) is getattr(blendspec.compiler.lower, name)
-    for name in ("train_policy", "load_policy", "spec_hash", "ActionGrid", "log_data"):
-        assert getattr(policy, name) is getattr(blendspec.policy.learn, name)
+    assert policy.train_policy is blendspec.policy.train.train_policy
+    assert policy.load_policy is blendspec.policy.runtime.load_policy
+    assert policy.spec_hash is blendspec.policy.grid.spec_hash
+    assert policy.ActionGrid is blendspec.policy.grid.ActionGrid
+    assert policy.log_data is blendspec.policy.rewards.log_data
     assert explain.trace_request is blendspec.explain.breakdown.trace_request
     for name in ("ssd", "dpp", "mmr", "feature_map", "SimilaritySignals", "normalize_relevance"):
         assert callable(getattr(ops, name))

@@ -10,19 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from blendspec.policy.learn import (
-    ActionGrid,
-    LearnedPolicy,
-    PolicyFileError,
-    PolicyNet,
-    apply_exploration,
-    load_policy,
-    log_data,
-    reward_values,
-    spec_hash,
-    state_inputs,
-    train_policy,
-)
+from blendspec.policy.grid import ActionGrid, spec_hash, state_inputs
+from blendspec.policy.network import PolicyNet
+from blendspec.policy.rewards import log_data, reward_values
+from blendspec.policy.runtime import LearnedPolicy, apply_exploration, load_policy
+from blendspec.policy.store import PolicyFileError
+from blendspec.policy.train import train_policy
 from blendspec.spec.loader import load_spec, load_text
 from blendspec.spec.model import EpsilonExploration, Spec, UniformExploration
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.policy.learn import load_policy
+from blendspec.policy.runtime import load_policy
 from tests.conftest import SPECS
 
 runner = CliRunner()

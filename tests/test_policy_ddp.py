@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from blendspec.policy.learn import train_policy
+from blendspec.policy.train import train_policy
 from blendspec.spec.loader import load_spec, load_text
 from tests.test_policy import TINY, synthetic_logs
 
@@ -60,7 +60,8 @@ def test_torchrun_launch_matches_spawn(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from blendspec.cli import app
-    from blendspec.policy.learn import _free_port, load_policy
+    from blendspec.policy.ddp import _free_port
+    from blendspec.policy.runtime import load_policy
     from tests.conftest import SPECS
 
     ads = str(SPECS / "ads.blend")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blendspec.policy.explore import Blender, evaluate_on_policy, expected_outcomes, grid_values
-from blendspec.policy.learn import ActionGrid
+from blendspec.policy.grid import ActionGrid
 from blendspec.sim.world import OUTCOMES, World, WorldConfig
 from blendspec.spec.loader import LoadedSpec, load_spec
 from tests.conftest import SPECS

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blendspec.policy.learn import PolicyNet, _RewardModel, state_baseline, train_policy
+from blendspec.policy.network import PolicyNet, RewardModel
+from blendspec.policy.train import state_baseline, train_policy
 from blendspec.spec.loader import load_text
 from tests.test_policy import TINY, mean_reward, synthetic_logs, true_value
 
@@ -58,7 +59,7 @@ def test_reward_model_folds_exactly_into_the_value_network() -> None:
     """The saved network *is* the reward model: q(x, a) for every action, not an approximation."""
     torch.manual_seed(0)
     grid_shape = (3, 4, 5)
-    model = _RewardModel(6, grid_shape, (16, 8), rank=5, action_hidden=12)
+    model = RewardModel(6, grid_shape, (16, 8), rank=5, action_hidden=12)
     for param in model.parameters():
         torch.nn.init.normal_(param, std=0.5)
     net = PolicyNet(6, grid_shape, (16, 8))

@@ -12,7 +12,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from blendspec.cli import app
-from blendspec.policy.learn import train_policy
 from blendspec.policy.report import (
     AblationRow,
     BucketRow,
@@ -23,6 +22,7 @@ from blendspec.policy.report import (
     render_html,
     reward_ablation,
 )
+from blendspec.policy.train import train_policy
 from blendspec.spec.loader import load_text
 from tests.conftest import GOLDEN, SPECS, assert_golden
 from tests.test_policy import TINY, synthetic_logs

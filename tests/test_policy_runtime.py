@@ -28,15 +28,10 @@ from blendspec.compiler.lower import (
     request_seeds,
     uniform_from_seeds,
 )
-from blendspec.policy.learn import (
-    ActionGrid,
-    LearnedPolicy,
-    PolicyFileError,
-    PolicyNet,
-    apply_exploration,
-    spec_hash,
-    state_inputs,
-)
+from blendspec.policy.grid import ActionGrid, spec_hash, state_inputs
+from blendspec.policy.network import PolicyNet
+from blendspec.policy.runtime import LearnedPolicy, apply_exploration
+from blendspec.policy.store import PolicyFileError
 from blendspec.spec.loader import LoadedSpec, load_spec, load_text
 from blendspec.spec.model import (
     EpsilonExploration,

@@ -72,7 +72,7 @@ def _impact(
     from blendspec.compiler.lower import MissingLowering
     from blendspec.io.console import progress_bar
     from blendspec.io.dump import DumpError
-    from blendspec.policy.learn import PolicyFileError
+    from blendspec.policy.store import PolicyFileError
     from blendspec.review.impact import compute_impact
 
     console = stderr_console()

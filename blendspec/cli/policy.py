@@ -56,7 +56,8 @@ def policy_train(
     Under torchrun (``torchrun --nproc-per-node 2 -m blendspec -- policy train ...``) the
     processes train together and only rank 0 writes the policy file and prints.
     """
-    from blendspec.policy.learn import torchrun_rank, train_policy
+    from blendspec.policy.ddp import torchrun_rank
+    from blendspec.policy.train import TrainConfig, train_policy
 
     # Not the spec's own policy file: training reads only the logs, and writing the file the
     # spec serves is how a policy is retrained.
@@ -65,10 +66,8 @@ def policy_train(
     if not loaded.spec.policy_weights:
         fail(f"{spec} has no policy weights to learn", EXIT_FAILED)
     try:
-        result = train_policy(
-            loaded.spec, str(logs), reward, method=method.value, epochs=epochs, seed=seed,
-            nproc=nproc,
-        )  # fmt: skip
+        config = TrainConfig(method=method.value, epochs=epochs, seed=seed, nproc=nproc)
+        result = train_policy(loaded.spec, str(logs), reward, config=config)
     except (ValueError, KeyError, OSError) as error:
         fail(f"cannot train from {logs}: {error}")
     launched = torchrun_rank()
@@ -95,8 +94,10 @@ def policy_eval(
     ] = OutputFormat.text,
 ) -> None:
     """Off-policy estimates (replay, IPS, SNIPS, DR) of the policy's greedy action on logs."""
-    from blendspec.policy.learn import PolicyFileError, load_policy, log_data
     from blendspec.policy.ope import evaluate
+    from blendspec.policy.rewards import log_data
+    from blendspec.policy.runtime import load_policy
+    from blendspec.policy.store import PolicyFileError
 
     loaded = load_or_exit(spec)
     try:

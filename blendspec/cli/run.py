@@ -79,7 +79,7 @@ def run_command(
     from blendspec.compiler.lower import MissingLowering
     from blendspec.engine.run import BadRequestError, run, write_metrics
     from blendspec.io.dump import DumpError
-    from blendspec.policy.learn import PolicyFileError
+    from blendspec.policy.store import PolicyFileError
 
     inputs = [("spec", spec), ("--candidates", candidates)]
     outputs = [

@@ -22,7 +22,7 @@ from blendspec.compiler.graph import Graph, Node
 from blendspec.policy.files import resolve_policy_file
 
 if TYPE_CHECKING:
-    from blendspec.policy.learn import PolicyNet
+    from blendspec.policy.network import PolicyNet
     from blendspec.spec.loader import LoadedSpec
     from blendspec.spec.model import Spec
 
@@ -402,7 +402,7 @@ class PolicyRuntime(nn.Module):
     exported program), the grid as lookup tables and the exploration as constants. The whole path
     is torch ops without data-dependent Python branches, Python RNG or loops over the batch.
 
-    The distribution follows :meth:`blendspec.policy.learn.LearnedPolicy.act` exactly: the base is the
+    The distribution follows :meth:`blendspec.policy.runtime.LearnedPolicy.act` exactly: the base is the
     network's softmax (``kind="value"``: the one-hot argmax); ``epsilon`` mixes it with uniform,
     ``uniform`` is 1/K, ``softmax`` is the softmax of the log-probabilities over the temperature
     (a value policy stays one-hot); without exploration the served policy is the argmax, so its
@@ -430,7 +430,7 @@ class PolicyRuntime(nn.Module):
         source: str | None = None,
     ) -> None:
         super().__init__()
-        from blendspec.policy.learn import ActionGrid
+        from blendspec.policy.grid import ActionGrid
 
         if exploration not in ("none", "epsilon", "uniform", "softmax"):
             raise ValueError(f"unknown exploration `{exploration}`")
@@ -477,9 +477,10 @@ class PolicyRuntime(nn.Module):
         """The spec's policy with its file loaded safely (``weights_only``) and checked against
         the spec's grid and state; None when no weight takes its value from a policy.
 
-        Raises :class:`blendspec.policy.learn.PolicyFileError` naming the file when it is missing,
+        Raises :class:`blendspec.policy.store.PolicyFileError` naming the file when it is missing,
         not a policy file, or made for another grid or state."""
-        from blendspec.policy.learn import ActionGrid, load_policy
+        from blendspec.policy.grid import ActionGrid
+        from blendspec.policy.runtime import load_policy
 
         policy = spec.policy
         if policy is None or not spec.policy_weights:
@@ -608,7 +609,7 @@ class PolicyRuntime(nn.Module):
 def module_for(loaded: LoadedSpec) -> BlendModule:
     """The compiled module of a loaded spec, with its policy (file and exploration) attached.
 
-    Raises :class:`blendspec.policy.learn.PolicyFileError` when the spec's policy file cannot be used.
+    Raises :class:`blendspec.policy.store.PolicyFileError` when the spec's policy file cannot be used.
     """
     from blendspec.compiler.compile import compile_graph
 

@@ -39,15 +39,14 @@ from torch import Tensor
 from blendspec.compiler.compile import compile_graph
 from blendspec.compiler.graph import Node
 from blendspec.compiler.lower import BlendModule, PolicyDecision, PolicyRuntime, TorchLowering
-from blendspec.policy.learn import (
+from blendspec.policy.grid import ActionGrid, state_inputs
+from blendspec.policy.rewards import (
     ACTION_COLUMN,
     PROPENSITY_COLUMN,
     REQUEST_ID_COLUMN,
-    ActionGrid,
-    LearnedPolicy,
     reward_values,
-    state_inputs,
 )
+from blendspec.policy.runtime import LearnedPolicy
 from blendspec.sim.world import OUTCOMES, Request, World
 from blendspec.spec.loader import LoadedSpec
 from blendspec.spec.model import Spec

@@ -1,7 +1,7 @@
 """Where a spec's policy file is, and whether it can be opened — path logic only.
 
-It lives apart from the policy's networks and training (``learn.py``) so that the spec checks
-(`blend validate`) can test the path without importing torch.
+It lives apart from the policy file's format (``store.py``), the networks and training so that
+the spec checks (`blend validate`) can test the path without importing torch.
 """
 
 from __future__ import annotations

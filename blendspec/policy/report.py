@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from blendspec.policy.learn import ActionGrid, LearnedPolicy, LogData, log_data, train_policy
+from blendspec.policy.grid import ActionGrid
+from blendspec.policy.rewards import LogData, log_data
+from blendspec.policy.runtime import LearnedPolicy
+from blendspec.policy.train import TrainConfig, train_policy
 from blendspec.spec.loader import LoadedSpec
 
 __all__ = [
@@ -202,15 +205,14 @@ def reward_ablation(
     policies: dict[str, LearnedPolicy] = {}
     for name, data in train_data.items():
         for method in methods:
-            result = train_policy(
-                spec, data, name, method=method, seed=seed, **dict(train_options or {})
-            )
+            config = TrainConfig(method=method, seed=seed, **dict(train_options or {}))
+            result = train_policy(spec, data, name, config=config)
             result.policy.reward = name
             policies[f"{name}/{method}"] = result.policy
     rows: list[AblationRow] = []
     if world is not None:
         from blendspec.policy.explore import evaluate_on_policy
-        from blendspec.policy.learn import reward_values
+        from blendspec.policy.rewards import reward_values
 
         how = f"on-policy in the simulator ({on_policy_requests:,} held-out requests)"
         choosers: list[tuple[str, str | None, str, Any]] = [

@@ -230,7 +230,8 @@ def example_inputs(contracts: Sequence[InputContract], batch: int, width: int, s
 def export_spec(loaded: LoadedSpec, path: Path) -> ExportResult:
     """Export the compiled spec to `path` (written atomically). Raises `ExportError`."""
     from blendspec.compiler.lower import MissingLowering
-    from blendspec.policy.learn import PolicyFileError, spec_hash
+    from blendspec.policy.grid import spec_hash
+    from blendspec.policy.store import PolicyFileError
 
     started = time.perf_counter()
     spec = loaded.spec
