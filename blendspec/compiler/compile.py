@@ -4,12 +4,43 @@ from __future__ import annotations
 
 from blendspec.compiler.graph import Graph, Node
 from blendspec.spec.diagnostics import Span
+from blendspec.spec.expr import TRANSFORMS, Fold, constant_value, fold
 from blendspec.spec.forms import split_similarity, split_utility
 from blendspec.spec.loader import LoadedSpec
 from blendspec.spec.model import BinOp, Call, Const, Dpp, Expr, Mmr, Neg, Ref, Spec, Ssd
 from blendspec.spec.syntax import Document, PathKey
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+
+
+class _ExprNodes(Fold[Node]):
+    """A formula as graph nodes, through the shared fold: each node gets the span of its text;
+    a transform's constant parameters become attributes named as in the transform table, and a
+    per-request transform also reads the candidate mask."""
+
+    def __init__(self, compiler: _Compiler) -> None:
+        self.compiler = compiler
+        self.graph = compiler.graph
+
+    def const(self, node: Const, path: PathKey) -> Node:
+        return self.graph.add("const", (), self.compiler.span(path), value=node.value)
+
+    def ref(self, node: Ref, path: PathKey) -> Node:
+        return self.compiler.values[node.name]
+
+    def neg(self, node: Neg, path: PathKey, operand: Node) -> Node:
+        return self.graph.add("neg", (operand,), self.compiler.span(path))
+
+    def binop(self, node: BinOp, path: PathKey, left: Node, right: Node) -> Node:
+        return self.graph.add(_BINOPS[node.op], (left, right), self.compiler.span(path))
+
+    def transform(
+        self, node: Call, path: PathKey, argument: Node, params: tuple[Expr, ...]
+    ) -> Node:
+        transform = TRANSFORMS[node.fn]
+        attrs = dict(zip(transform.params, map(constant_value, params), strict=True))
+        inputs = (argument, self.compiler.values["@mask"]) if transform.per_request else (argument,)
+        return self.graph.add(node.fn, inputs, self.compiler.span(path), **attrs)
 
 
 class _Compiler:
@@ -23,27 +54,7 @@ class _Compiler:
         return self.document.key_span(path) if key else self.document.span_of(path)
 
     def expr(self, expr: Expr, path: PathKey) -> Node:
-        span = self.span(path)
-        if isinstance(expr, Const):
-            return self.graph.add("const", (), span, value=expr.value)
-        if isinstance(expr, Ref):
-            return self.values[expr.name]
-        if isinstance(expr, Neg):
-            return self.graph.add("neg", (self.expr(expr.operand, path + ("operand",)),), span)
-        if isinstance(expr, BinOp):
-            left = self.expr(expr.left, path + ("left",))
-            right = self.expr(expr.right, path + ("right",))
-            return self.graph.add(_BINOPS[expr.op], (left, right), span)
-        assert isinstance(expr, Call)
-        argument = self.expr(expr.args[0], path + ("args", 0))
-        params = [_constant(a) for a in expr.args[1:]]
-        if expr.fn == "clip":
-            return self.graph.add("clip", (argument,), span, lo=params[0], hi=params[1])
-        if expr.fn == "pow":
-            return self.graph.add("pow", (argument,), span, k=params[0])
-        if expr.fn in ("zscore", "rank"):
-            return self.graph.add(expr.fn, (argument, self.values["@mask"]), span)
-        return self.graph.add(expr.fn, (argument,), span)
+        return fold(expr, _ExprNodes(self), path)
 
     def build(self) -> Graph:
         spec, g = self.spec, self.graph
@@ -224,12 +235,6 @@ class _Compiler:
                 epsilon=diversity.epsilon,
             )
         return g.add("mmr", inputs, span, length=length, lam=diversity.lambda_)
-
-
-def _constant(expr: Expr) -> float:
-    from blendspec.spec.forms import constant_value
-
-    return constant_value(expr)
 
 
 def compile_graph(loaded: LoadedSpec) -> Graph:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blendspec.spec.diagnostics import Span
+from blendspec.spec.expr import TRANSFORM_TABLE
 
 Dim = str | int
 
@@ -134,21 +135,14 @@ register(
 )
 register("div", "Elementwise quotient by a constant.", ("Score|Scalar", "Scalar"), _broadcast)
 register("neg", "Negation.", ("Score|Scalar",), _same)
-register("log1p", "log(1 + x), for non-negative predictions.", ("Score",), _same)
-register("clip", "x clipped to [lo, hi].", ("Score",), _same)
-register("pow", "x to the power k > 0 (monotone for x ≥ 0).", ("Score",), _same)
-register(
-    "zscore",
-    "Per-request standardisation over real candidates (0 when constant).",
-    ("Score", "Mask"),
-    _same,
-)
-register(
-    "rank",
-    "Per-request rank in [0, 1]: the share of real candidates strictly below.",
-    ("Score", "Mask"),
-    _same,
-)
+# The transforms come from the one table of them (spec/expr.py); per-request ones read the mask.
+for _transform in TRANSFORM_TABLE:
+    register(
+        _transform.name,
+        _transform.doc,
+        ("Score", "Mask") if _transform.per_request else ("Score",),
+        _same,
+    )
 register(
     "weight",
     "A fixed utility weight: its default, for every request.",

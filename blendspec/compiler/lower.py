@@ -1,6 +1,7 @@
 """Lowering of the typed graph to a torch `nn.Module` that blends a padded batch of requests.
 
-Each operator's meaning is one `visit_<op>` method (the ibis habit): an operator without one is a
+Each operator's meaning is one `visit_<op>` method (the ibis habit; the transforms share one,
+`visit_transform`, read off the transform table in spec/expr.py): an operator without one is a
 `MissingLowering` error naming the operator and where the spec asked for it, raised when the module
 is built, never an AttributeError halfway through a batch. Errors while running say which node was
 executing.
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from blendspec import ops
 from blendspec.compiler.graph import Graph, Node
 from blendspec.policy.files import resolve_policy_file
+from blendspec.spec.expr import TRANSFORMS
 
 if TYPE_CHECKING:
     from blendspec.policy.network import PolicyNet
@@ -100,20 +102,15 @@ class TorchLowering:
     def visit_neg(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
         return -args[0]
 
-    def visit_log1p(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
-        return torch.log1p(args[0])
-
-    def visit_clip(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
-        return torch.clamp(args[0], node.attrs["lo"], node.attrs["hi"])
-
-    def visit_pow(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
-        return torch.pow(args[0], node.attrs["k"])
-
-    def visit_zscore(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
-        return masked_zscore(args[0], args[1])
-
-    def visit_rank(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
-        return masked_rank(args[0], args[1])
+    def visit_transform(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
+        """Every transform of the table (spec/expr.py): its torch function, with the node's
+        inputs (the argument, and the mask for a per-request one) and then its parameters."""
+        transform = TRANSFORMS[node.op]
+        if transform.per_request:
+            function = _REQUEST_TRANSFORMS[transform.torch]
+        else:
+            function = getattr(torch, transform.torch)
+        return function(*args, *(node.attrs[p] for p in transform.params))
 
     # weights and utility --------------------------------------------------
 
@@ -302,6 +299,10 @@ def masked_rank(values: Tensor, mask: Tensor) -> Tensor:
     count = mask.sum(dim=1, keepdim=True).to(values.dtype)
     ranks = below / (count - 1).clamp(min=1)
     return torch.where(mask, ranks, torch.zeros_like(values))
+
+
+_REQUEST_TRANSFORMS = {"masked_zscore": masked_zscore, "masked_rank": masked_rank}
+"""The per-request transforms' torch implementations, by the names the transform table gives."""
 
 
 def stable_order(values: Tensor, mask: Tensor) -> Tensor:
@@ -646,6 +647,8 @@ class BlendModule(nn.Module):
         self._visitors = []
         for node in graph.nodes:
             visitor = getattr(self.lowering, f"visit_{node.op}", None)
+            if visitor is None and node.op in TRANSFORMS:  # one method for the whole table
+                visitor = self.lowering.visit_transform
             if visitor is None:
                 raise MissingLowering(
                     f"operator `{node.op}` has no torch lowering in this version "

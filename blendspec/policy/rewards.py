@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from blendspec.policy.grid import ActionGrid, state_inputs
-from blendspec.spec.model import BinOp, Call, Const, Neg, Ref, Spec
+from blendspec.spec.expr import evaluate
+from blendspec.spec.model import Expr, Spec
 
 __all__ = [
     "ACTION_COLUMN",
@@ -32,42 +33,15 @@ ACTION_COLUMN = "action"
 PROPENSITY_COLUMN = "propensity"
 
 
-def _const(expr: Any) -> float:
-    if isinstance(expr, Const):
-        return expr.value
-    if isinstance(expr, Neg):
-        return -_const(expr.operand)
-    raise ValueError("transform parameters in a reward must be numbers")
+def _eval(expr: Expr, columns: Mapping[str, np.ndarray]) -> np.ndarray | float:
+    """Per-row values through the shared evaluator (`spec/expr.py`), outcome columns as float64."""
 
+    def column(name: str) -> np.ndarray:
+        if name not in columns:
+            raise KeyError(f"the logs have no outcome column `{name}`")
+        return np.asarray(columns[name], dtype=np.float64)
 
-def _eval(expr: Any, columns: Mapping[str, np.ndarray]) -> np.ndarray | float:
-    if isinstance(expr, Const):
-        return expr.value
-    if isinstance(expr, Ref):
-        if expr.name not in columns:
-            raise KeyError(f"the logs have no outcome column `{expr.name}`")
-        return np.asarray(columns[expr.name], dtype=np.float64)
-    if isinstance(expr, Neg):
-        return -_eval(expr.operand, columns)
-    if isinstance(expr, BinOp):
-        left, right = _eval(expr.left, columns), _eval(expr.right, columns)
-        if expr.op == "+":
-            return left + right
-        if expr.op == "-":
-            return left - right
-        if expr.op == "*":
-            return left * right
-        return left / right
-    if isinstance(expr, Call):
-        x = _eval(expr.args[0], columns)
-        if expr.fn == "log1p":
-            return np.log1p(x)
-        if expr.fn == "clip":
-            return np.clip(x, _const(expr.args[1]), _const(expr.args[2]))
-        if expr.fn == "pow":
-            return np.power(x, _const(expr.args[1]))
-        raise ValueError(f"`{expr.fn}` is not supported in a reward (it needs a whole request)")
-    raise TypeError(f"not a reward expression: {expr!r}")
+    return evaluate(expr, column, "numpy", context="in a reward")
 
 
 def reward_values(spec: Spec, name: str | None, columns: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -3,7 +3,8 @@
 The utility must be Σ weight × objective + constant and the similarity Σ β × signal(input): this
 module reads those structures off an expression, reporting each deviation as a `Problem` at the
 path of the offending node. The checks turn problems into diagnostics; the compiler reads the
-structures of a spec that already passed the checks.
+structures of a spec that already passed the checks. The walk, constants and the transform table
+live in `spec/expr.py` (re-exported here, where callers have always found them).
 """
 
 from __future__ import annotations
@@ -11,15 +12,32 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from blendspec.spec.model import BinOp, Call, Const, Expr, Neg, Ref
+from blendspec.spec.expr import (
+    SIGNALS,
+    TRANSFORMS,
+    PathKey,
+    constant_value,
+    is_constant,
+    refs,
+    walk,
+)
+from blendspec.spec.model import BinOp, Call, Const, Expr, Ref
 
-PathKey = tuple[str | int, ...]
-
-TRANSFORMS: dict[str, int] = {"log1p": 0, "clip": 2, "pow": 1, "zscore": 0, "rank": 0}
-"""Monotone transforms and how many constant parameters follow the transformed argument."""
-
-SIGNALS: dict[str, str] = {"cosine": "embedding", "category": "category", "prefix": "semantic_id"}
-"""Similarity signals and the input kind each one reads."""
+__all__ = [
+    "SIGNALS",
+    "TRANSFORMS",
+    "PathKey",
+    "Problem",
+    "SignalTerm",
+    "UtilityTerm",
+    "constant_value",
+    "is_constant",
+    "linear_problems",
+    "refs",
+    "split_similarity",
+    "split_utility",
+    "walk",
+]
 
 
 @dataclass(frozen=True)
@@ -43,25 +61,6 @@ class SignalTerm:
     input: str
     beta: float
     path: PathKey
-
-
-def walk(expr: Expr, path: PathKey) -> Iterator[tuple[Expr, PathKey]]:
-    """Every node of an expression with the path the front ends recorded its span under."""
-    yield expr, path
-    if isinstance(expr, Neg):
-        yield from walk(expr.operand, path + ("operand",))
-    elif isinstance(expr, BinOp):
-        yield from walk(expr.left, path + ("left",))
-        yield from walk(expr.right, path + ("right",))
-    elif isinstance(expr, Call):
-        for i, arg in enumerate(expr.args):
-            yield from walk(arg, path + ("args", i))
-
-
-def refs(expr: Expr, path: PathKey) -> Iterator[tuple[str, PathKey]]:
-    for node, node_path in walk(expr, path):
-        if isinstance(node, Ref):
-            yield node.name, node_path
 
 
 def _sum_terms(
@@ -214,14 +213,14 @@ def _call_problems(node: Call, path: PathKey) -> Iterator[Problem]:
             did_you_mean(node.fn, TRANSFORMS) or "transforms: " + ", ".join(TRANSFORMS),
         )
         return
-    params = TRANSFORMS[node.fn]
+    transform = TRANSFORMS[node.fn]
+    params = len(transform.params)
     if len(node.args) != params + 1:
-        usage = {"log1p": "log1p(x)", "clip": "clip(x, lo, hi)", "pow": "pow(x, k)"}
         yield Problem(
             path,
             "E203",
             f"`{node.fn}` takes {params + 1} argument{'s' if params else ''}, got {len(node.args)}",
-            f"write `{usage.get(node.fn, node.fn + '(x)')}`",
+            f"write `{transform.usage}`",
         )
         return
     for i, arg in enumerate(node.args[1:], start=1):
@@ -235,25 +234,3 @@ def _call_problems(node: Call, path: PathKey) -> Iterator[Problem]:
         yield Problem(path, "E203", f"`clip` needs lo < hi, got {values[0]:g} and {values[1]:g}")
     if node.fn == "pow" and values[0] <= 0:
         yield Problem(path + ("args", 1), "E203", "`pow` needs an exponent > 0 to stay monotone")
-
-
-def is_constant(expr: Expr) -> bool:
-    return all(not isinstance(node, Ref | Call) for node, _ in walk(expr, ()))
-
-
-def constant_value(expr: Expr) -> float:
-    """Evaluate a constant expression (only numbers and arithmetic; never Python code)."""
-    if isinstance(expr, Const):
-        return expr.value
-    if isinstance(expr, Neg):
-        return -constant_value(expr.operand)
-    if isinstance(expr, BinOp):
-        left, right = constant_value(expr.left), constant_value(expr.right)
-        if expr.op == "+":
-            return left + right
-        if expr.op == "-":
-            return left - right
-        if expr.op == "*":
-            return left * right
-        return left / right if right != 0 else float("nan")
-    raise ValueError("not a constant expression")
