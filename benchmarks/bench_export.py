@@ -80,7 +80,8 @@ def main() -> None:
     from blendspec.engine.blend import Runner
     from blendspec.io.dump import DumpReader
     from blendspec.serve.export import export_spec, load_artifact
-    from blendspec.sim.world import World, write_dump
+    from blendspec.sim.core import World
+    from blendspec.sim.dumps import write_dump
     from blendspec.spec.loader import load_spec
 
     loaded = load_spec(args.spec)

@@ -44,7 +44,7 @@ LOG_CHUNK = 10_000
 def _key(*parts: object) -> str:
     """Cache key of a logs chunk or grid: its own parameters and the default world's config (a
     change to the simulator's segments must not reuse values computed in the old world)."""
-    from blendspec.sim.world import WorldConfig
+    from blendspec.sim.segments import WorldConfig
 
     keyed = [repr(WorldConfig()), *(str(p) for p in parts)]
     return hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:12]
@@ -53,7 +53,7 @@ def _key(*parts: object) -> str:
 def logs(cache: Path | None, n: int, seed: int, say) -> pa.Table:  # type: ignore[no-untyped-def]
     """Uniform exploration logs, in chunks of 10k requests (each chunk cached when asked)."""
     from blendspec.policy.explore import exploration_logs
-    from blendspec.sim.world import World
+    from blendspec.sim.core import World
     from blendspec.spec.loader import load_spec
 
     loaded, world = load_spec(SPEC), World.default()
@@ -84,7 +84,7 @@ def logs(cache: Path | None, n: int, seed: int, say) -> pa.Table:  # type: ignor
 def grid(cache: Path | None, n: int, say):  # type: ignore[no-untyped-def]
     """Every held-out request under every action (cached when asked)."""
     from blendspec.policy.explore import GridValues, grid_values
-    from blendspec.sim.world import World
+    from blendspec.sim.core import World
     from blendspec.spec.loader import load_spec
 
     loaded, world = load_spec(SPEC), World.default()
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from blendspec.policy.grid import ActionGrid
     from blendspec.policy.ope import evaluate
     from blendspec.policy.rewards import log_data
-    from blendspec.sim.world import World
+    from blendspec.sim.core import World
     from blendspec.spec.loader import load_spec
 
     def say(message: str) -> None:

@@ -37,7 +37,8 @@ SPEC = REPO / "specs" / "homefeed.blend"
 
 
 def make_dump(path: Path, requests: int, candidates: int) -> None:
-    from blendspec.sim.world import World, write_dump
+    from blendspec.sim.core import World
+    from blendspec.sim.dumps import write_dump
 
     write_dump(World.default(seed=0), path, requests=requests, candidates=candidates, seed=1)
 

@@ -204,7 +204,7 @@ def report_command(
         held_table = pq.read_table(held_out) if held_out is not None else None
         world = None
         if simulate:
-            from blendspec.sim.world import World
+            from blendspec.sim.core import World
 
             world = World.default(seed=world_seed)
         rows, policies, how = reward_ablation(
@@ -224,7 +224,7 @@ def report_command(
             states, segments = held_out_states(loaded, held_table)
             names = None
             if segments is not None:
-                from blendspec.sim.world import DEFAULT_SEGMENTS
+                from blendspec.sim.segments import DEFAULT_SEGMENTS
 
                 names = [s.name for s in DEFAULT_SEGMENTS]
         else:

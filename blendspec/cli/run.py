@@ -194,7 +194,8 @@ def simulate(
 ) -> None:
     """Write a candidate dump from the simulator, or (with --exploration) request-level logs of
     blended slates whose weights a known behaviour policy drew, with propensities and outcomes."""
-    from blendspec.sim.world import World, write_dump
+    from blendspec.sim.core import World
+    from blendspec.sim.dumps import write_dump
 
     if exploration is not None:
         if spec is None:

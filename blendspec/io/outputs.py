@@ -24,7 +24,7 @@ import shutil
 import socket
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,13 +292,64 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def _default_mode(target: Path) -> int:
-    """Keep an existing file's mode; a new file gets what the umask allows (mkstemp says 0600)."""
-    if target.exists():
+def _default_mode(target: Path, *, folder: bool = False) -> int:
+    """Keep an existing target's mode; a new one gets what the umask allows (mkstemp says 0600).
+    A folder keeps only an existing folder's mode (a file where it goes is being replaced)."""
+    if target.exists() and target.is_dir() == folder:
         return target.stat().st_mode & 0o7777
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def _fsync(path: Path, *, folder: bool = False) -> None:
+    """Flush `path`'s data (a file) or its entries (a folder) to the disk.
+
+    Without it a rename can reach the disk before the data it names, and a crash leaves an
+    empty or torn file under the target's name. Opening read-only and syncing costs no copy.
+    Some file systems refuse to sync a folder (EINVAL, or EBADF and EPERM elsewhere); that only
+    loses the folder's part of the guarantee, so it is not an error. A file's sync failing is."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if folder else os.O_RDONLY
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        if folder:
+            return
+        raise
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if folder and error.errno in (errno.EINVAL, errno.EBADF, errno.EPERM, errno.EACCES):
+            return
+        # fsync's error names no file; name it, so that it reads as this write's failure.
+        raise OSError(error.errno, error.strerror, os.fspath(path)) from None
+    finally:
+        os.close(descriptor)
+
+
+def _sync_tree(temporary: Path) -> None:
+    """fsync every file written under a temporary folder, each folder in it, then the folder."""
+    for root, folders, names in os.walk(temporary):
+        for name in names:
+            if not os.path.islink(os.path.join(root, name)):
+                _fsync(Path(root, name))
+        for name in folders:
+            _fsync(Path(root, name), folder=True)
+    _fsync(temporary, folder=True)
+
+
+def _replace_folder(temporary: Path, target: Path) -> None:
+    """Swap a finished temporary folder into place: an existing target (a previous folder, or a
+    file) goes aside under a recognisable ``.old`` name first, since a rename cannot replace a
+    non-empty folder, and is removed after; readers never see a partial folder."""
+    if not (target.exists() or target.is_symlink()):
+        os.replace(temporary, target)
+        return
+    old = target.parent / temporary_name(target, ".old")
+    old.mkdir(mode=0o700)
+    os.replace(target, old / "x")
+    os.replace(temporary, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_error(error: OSError, names: Sequence[Path]) -> bool:
@@ -322,8 +373,22 @@ def as_output_error(error: OSError, target: Path, *names: Path) -> OutputError |
 
 
 @contextmanager
-def atomic_path(target: Path, *, mode: int | None = None) -> Iterator[Path]:
-    """A temporary path beside `target`, renamed onto it only if the block completes.
+def atomic_path(
+    target: Path,
+    *,
+    mode: int | None = None,
+    folder: bool = False,
+    publish: Callable[[Path, Path], None] | None = None,
+) -> Iterator[Path]:
+    """A temporary path beside `target`, moved onto it only if the block completes.
+
+    The temporary is in the target's folder (same file system, so the rename is atomic) and gets
+    `mode`, else the target's existing mode, else the umask's. When the block completes the
+    temporary is fsynced (with `folder`, a temporary folder: every file in it and the folder),
+    renamed onto `target` (a folder is swapped: see :func:`_replace_folder`), and the target's
+    folder is fsynced so that the rename itself survives a crash. `publish(temporary, target)`
+    replaces the rename for a folder that must be merged into rather than swapped (a shard set
+    written into a folder that holds other files: :func:`blendspec.sim.shards.merge_shards`).
 
     Stale temporaries of killed runs beside `target` are removed first. An OSError of the write
     itself (full disk, read-only folder, a folder where the file goes) becomes an
@@ -335,17 +400,33 @@ def atomic_path(target: Path, *, mode: int | None = None) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(target)
         temporary = target.parent / temporary_name(target)
-        descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(descriptor)
-        os.chmod(temporary, _default_mode(target) if mode is None else mode)
+        chosen = _default_mode(target, folder=folder) if mode is None else mode
+        if folder:
+            temporary.mkdir(mode=0o700)
+        else:
+            descriptor = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(descriptor)
+        os.chmod(temporary, chosen)
     except OSError as error:
         if temporary is not None:
-            temporary.unlink(missing_ok=True)
+            _remove(temporary)
         raise OutputError(f"cannot write {display_path(target)}: {_reason(error)}") from None
     _open_targets.stack.append(target)
     try:
         yield temporary
-        os.replace(temporary, target)
+        if folder:
+            _sync_tree(temporary)
+        else:
+            _fsync(temporary)
+        if publish is not None:
+            publish(temporary, target)
+            if folder:
+                _fsync(target, folder=True)
+        elif folder:
+            _replace_folder(temporary, target)
+        else:
+            os.replace(temporary, target)
+        _fsync(target.parent, folder=True)
     except OSError as error:
         # A write error without a file name (pyarrow's) cannot say which of several nested
         # outputs failed: the outermost one (the command's main output) reports it.
@@ -357,6 +438,14 @@ def atomic_path(target: Path, *, mode: int | None = None) -> Iterator[Path]:
         raise converted from None
     finally:
         _open_targets.stack.pop()
+        _remove(temporary)
+
+
+def _remove(temporary: Path) -> None:
+    """Remove a temporary file or folder that was not published (nothing if it was)."""
+    if temporary.is_dir() and not temporary.is_symlink():
+        shutil.rmtree(temporary, ignore_errors=True)
+    else:
         temporary.unlink(missing_ok=True)
 
 

@@ -24,7 +24,9 @@ def sample_path() -> Path:
 
 def sample_dump(spec: Spec, progress: Callable[[str], None] | None = None) -> Path:
     """The sample's path, made on first use; it must provide every input the spec declares."""
-    from blendspec.sim.world import World, dump_schema, write_dump
+    from blendspec.sim.columns import dump_schema
+    from blendspec.sim.core import World
+    from blendspec.sim.dumps import write_dump
 
     schema = dump_schema()
     missing = [name for name in spec.inputs if name not in schema.names]

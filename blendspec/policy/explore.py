@@ -47,7 +47,9 @@ from blendspec.policy.rewards import (
     reward_values,
 )
 from blendspec.policy.runtime import LearnedPolicy
-from blendspec.sim.world import OUTCOMES, Request, World
+from blendspec.sim.candidates import Request
+from blendspec.sim.chain import OUTCOMES
+from blendspec.sim.core import World
 from blendspec.spec.loader import LoadedSpec
 from blendspec.spec.model import Spec
 

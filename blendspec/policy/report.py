@@ -188,7 +188,7 @@ def reward_ablation(
 ) -> tuple[list[AblationRow], dict[str, LearnedPolicy], str]:
     """Train one policy per declared reward (and method) and judge each by every metric.
 
-    With ``world`` (a :class:`~blendspec.sim.world.World`) every policy, and the spec's fixed
+    With ``world`` (a :class:`~blendspec.sim.core.World`) every policy, and the spec's fixed
     defaults, is served on ``on_policy_requests`` held-out simulator requests and judged by the
     exact expected outcomes; otherwise by SNIPS on ``held_out`` logs. Returns the rows, the
     trained policies keyed ``"<reward>/<method>"``, and a line saying how they were judged.
