@@ -27,7 +27,8 @@ def test_run_without_candidates_uses_the_sample(cache: Path, tmp_path: Path, mon
     assert "bundled sample" in result.output
     slates = pq.read_table(out)
     assert slates.num_rows == 48 * 50
-    assert len(list(cache.iterdir())) == 1
+    # The cache also holds the parser and the compiled loops (when this process built them).
+    assert len([p for p in cache.iterdir() if p.name.startswith("sample")]) == 1
     again = runner.invoke(app, ["run", str(SPECS / "discovery.yaml"), "-o", str(out)])
     assert again.exit_code == 0, again.output
     assert "making the bundled sample" not in again.output, "the sample is made once"
