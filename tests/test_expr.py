@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from blendspec.compiler.graph import REGISTRY
+from blendspec.spec.emit import format_expr
 from blendspec.spec.expr import (
     TRANSFORMS,
     Fold,
     PathKey,
     evaluate,
     fold,
+    fold_calls,
     linear_form,
     literal_value,
     rename,
@@ -141,3 +143,29 @@ def test_the_table_drives_the_graph_registry() -> None:
         assert op.ports == (("Score", "Mask") if transform.per_request else ("Score",))
         assert (transform.numpy is None) == transform.per_request
     assert TRANSFORMS["clip"].usage == "clip(x, lo, hi)"
+
+
+class _Count(Fold[int]):
+    """Counts nodes through `fold_calls`, which folds every argument of every call."""
+
+    def const(self, node: Const, path: PathKey) -> int:
+        return 1
+
+    def ref(self, node: Ref, path: PathKey) -> int:
+        return 1
+
+    def neg(self, node: Neg, path: PathKey, operand: int) -> int:
+        return operand + 1
+
+    def binop(self, node: BinOp, path: PathKey, left: int, right: int) -> int:
+        return left + right + 1
+
+    def call(self, node: Call, path: PathKey, args: list[int]) -> int:
+        return sum(args) + 1
+
+
+def test_fold_calls_visits_every_argument_and_reaches_any_call() -> None:
+    assert fold_calls(_x(), _Count()) == len(list(walk(_x())))
+    signal = BinOp(op="*", left=Const(value=0.5), right=Call(fn="cosine", args=(Ref(name="v"),)))
+    assert fold_calls(signal, _Count()) == 4
+    assert format_expr(signal) == "0.5 * cosine(v)"

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from blendspec.spec.comments import CommentBook
+from blendspec.spec.expr import Fold, fold_calls
 from blendspec.spec.model import NAME_PATTERN, BinOp, Call, Const, Expr, Neg, Ref, Spec
 from blendspec.spec.syntax import BIDI_CONTROLS, Document, PathKey
 
@@ -48,23 +49,32 @@ def _precedence(expr: Expr) -> int:
 
 def format_expr(expr: Expr) -> str:
     """Minimal parentheses that still parse back to the very same tree."""
-    if isinstance(expr, Const):
-        return format_number(expr.value)
-    if isinstance(expr, Ref):
-        return expr.name
-    if isinstance(expr, Call):
-        return f"{expr.fn}({', '.join(format_expr(a) for a in expr.args)})"
-    if isinstance(expr, Neg):
-        inner = format_expr(expr.operand)
-        return f"-({inner})" if _precedence(expr.operand) < _UNARY else f"-{inner}"
-    precedence = _PRECEDENCE[expr.op]
-    left = format_expr(expr.left)
-    if _precedence(expr.left) < precedence:
-        left = f"({left})"
-    right = format_expr(expr.right)
-    if _precedence(expr.right) <= precedence:
-        right = f"({right})"
-    return f"{left} {expr.op} {right}"
+    return fold_calls(expr, _Format())
+
+
+class _Format(Fold[str]):
+    """The text of each node from its children's texts (the shared fold of spec/expr.py); a
+    child is parenthesised when its precedence is lower than its place needs."""
+
+    def const(self, node: Const, path: PathKey) -> str:
+        return format_number(node.value)
+
+    def ref(self, node: Ref, path: PathKey) -> str:
+        return node.name
+
+    def call(self, node: Call, path: PathKey, args: list[str]) -> str:
+        return f"{node.fn}({', '.join(args)})"
+
+    def neg(self, node: Neg, path: PathKey, operand: str) -> str:
+        return f"-({operand})" if _precedence(node.operand) < _UNARY else f"-{operand}"
+
+    def binop(self, node: BinOp, path: PathKey, left: str, right: str) -> str:
+        precedence = _PRECEDENCE[node.op]
+        if _precedence(node.left) < precedence:
+            left = f"({left})"
+        if _precedence(node.right) <= precedence:
+            right = f"({right})"
+        return f"{left} {node.op} {right}"
 
 
 # ---------------------------------------------------------------- canonical data

@@ -98,12 +98,14 @@ def refs(expr: Expr, path: PathKey = ()) -> Iterator[tuple[str, PathKey]]:
 
 
 class Fold(Generic[T]):
-    """A bottom-up fold over a *checked* formula, one method per node kind.
+    """A bottom-up fold over a formula, one method per node kind.
 
-    A transform folds its first argument only; its constant parameters are handed over as
-    expressions, so each reader decides how strictly to read them and no parameter turns into a
-    value of its own (the compiler must not add graph nodes for them). Children are folded left
-    to right before their parent, which fixes the order of side effects (graph node ids).
+    With `fold`, a transform folds its first argument only and its constant parameters are handed
+    over as expressions (`transform`), so each reader decides how strictly to read them and no
+    parameter turns into a value of its own (the compiler must not add graph nodes for them): for
+    checked formulas. With `fold_calls`, every argument of every call is folded (`call`): for any
+    tree, signals and unknown functions included (printing). Children are folded left to right
+    before their parent, which fixes the order of side effects (graph node ids).
     """
 
     def const(self, node: Const, path: PathKey) -> T:
@@ -121,21 +123,36 @@ class Fold(Generic[T]):
     def transform(self, node: Call, path: PathKey, argument: T, params: tuple[Expr, ...]) -> T:
         raise NotImplementedError
 
+    def call(self, node: Call, path: PathKey, args: list[T]) -> T:
+        raise NotImplementedError
+
 
 def fold(expr: Expr, visitor: Fold[T], path: PathKey = ()) -> T:
-    """Fold an expression with `visitor` (see `Fold`)."""
+    """Fold a checked formula with `visitor`, transforms through `Fold.transform`."""
+    return _fold(expr, visitor, path, False)
+
+
+def fold_calls(expr: Expr, visitor: Fold[T], path: PathKey = ()) -> T:
+    """Fold any expression with `visitor`, calls through `Fold.call` with all arguments folded."""
+    return _fold(expr, visitor, path, True)
+
+
+def _fold(expr: Expr, visitor: Fold[T], path: PathKey, calls: bool) -> T:
     if isinstance(expr, Const):
         return visitor.const(expr, path)
     if isinstance(expr, Ref):
         return visitor.ref(expr, path)
     if isinstance(expr, Neg):
-        return visitor.neg(expr, path, fold(expr.operand, visitor, path + ("operand",)))
+        return visitor.neg(expr, path, _fold(expr.operand, visitor, path + ("operand",), calls))
     if isinstance(expr, BinOp):
-        left = fold(expr.left, visitor, path + ("left",))
-        right = fold(expr.right, visitor, path + ("right",))
+        left = _fold(expr.left, visitor, path + ("left",), calls)
+        right = _fold(expr.right, visitor, path + ("right",), calls)
         return visitor.binop(expr, path, left, right)
     if isinstance(expr, Call):
-        argument = fold(expr.args[0], visitor, path + ("args", 0))
+        if calls:
+            args = [_fold(a, visitor, path + ("args", i), calls) for i, a in enumerate(expr.args)]
+            return visitor.call(expr, path, args)
+        argument = _fold(expr.args[0], visitor, path + ("args", 0), calls)
         return visitor.transform(expr, path, argument, tuple(expr.args[1:]))
     raise TypeError(f"not an expression: {expr!r}")
 
