@@ -159,15 +159,29 @@ def _fold(expr: Expr, visitor: Fold[T], path: PathKey, calls: bool) -> T:
 
 def rename(expr: Expr, names: Mapping[str, str]) -> Expr:
     """The expression with references renamed (old name → new name); all else kept as is."""
-    if isinstance(expr, Ref):
-        return Ref(name=names[expr.name]) if expr.name in names else expr
-    if isinstance(expr, Neg):
-        return Neg(operand=rename(expr.operand, names))
-    if isinstance(expr, BinOp):
-        return BinOp(op=expr.op, left=rename(expr.left, names), right=rename(expr.right, names))
-    if isinstance(expr, Call):
-        return Call(fn=expr.fn, args=tuple(rename(a, names) for a in expr.args))
-    return expr
+    return fold_calls(expr, _Rename(names))
+
+
+class _Rename(Fold[Expr]):
+    """Rebuilds the tree with renamed references; leaves (and unrenamed references) are reused."""
+
+    def __init__(self, names: Mapping[str, str]) -> None:
+        self.names = names
+
+    def const(self, node: Const, path: PathKey) -> Expr:
+        return node
+
+    def ref(self, node: Ref, path: PathKey) -> Expr:
+        return Ref(name=self.names[node.name]) if node.name in self.names else node
+
+    def neg(self, node: Neg, path: PathKey, operand: Expr) -> Expr:
+        return Neg(operand=operand)
+
+    def binop(self, node: BinOp, path: PathKey, left: Expr, right: Expr) -> Expr:
+        return BinOp(op=node.op, left=left, right=right)
+
+    def call(self, node: Call, path: PathKey, args: list[Expr]) -> Expr:
+        return Call(fn=node.fn, args=tuple(args))
 
 
 # ---------------------------------------------------------------- constants
