@@ -666,22 +666,6 @@ def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
 
 
-def _null_rows(array: pa.Array) -> np.ndarray:
-    if not array.null_count:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))
-
-
-def _duplicate_rows(candidates: pa.Array, owners: np.ndarray) -> np.ndarray:
-    """Rows whose candidate id repeats within their request (both rows of each pair)."""
-    indices = pc.dictionary_encode(candidates).indices.fill_null(-1)
-    codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    keys = owners.astype(np.int64) * (int(codes.max(initial=0)) + 2) + codes
-    order = np.argsort(keys, kind="stable")
-    same = (keys[order][1:] == keys[order][:-1]) & (codes[order][1:] >= 0)  # missing ≠ twice
-    return np.unique(np.concatenate((order[1:][same], order[:-1][same])))
-
-
 CHECK_TYPES = "columns present with the declared types"
 CHECK_MISSING = "no missing values"
 CHECK_FINITE = "no NaN or Inf"
