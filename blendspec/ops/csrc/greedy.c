@@ -521,257 +521,137 @@ int blend_mmr(int B, int N, int np, int D, int T, float lam, const float *releva
    window spans, trips within D picks. Returns of ssd_request_*: 0 done, 1 tripped (float32
    only), -1 out of memory. */
 
-static int ssd_request_f(State *st, int N, int np, int D, int T, int w, float theta,
-                           float div_coef, float eps_f, int volume, const float *r,
-                           const float *phi, float **planes, double tau) {
-    int n = at_least_one(N), status = 0;
-    float scale = div_coef != 0.0f ? (float)div_coef * (float)div_coef : (float)1;
-    float inv_scale = (float)1 / scale, eps = (float)eps_f;
-    float sign = div_coef >= 0 ? 1.0f : -1.0f;
-    float *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(float));
-    float *nv2 = calloc(np, sizeof(float)), *sq = calloc(np, sizeof(float));
-    float *row0 = malloc(sizeof(float) * n), *vb = malloc(sizeof(float) * n);
-    float *u = malloc(sizeof(float) * n), *coef = malloc(sizeof(float) * (2 * w + D + 1));
-    float *gram = calloc((size_t)w * w, sizeof(float)), *g = malloc(sizeof(float) * w);
-    float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
-    float *div = calloc(np, sizeof(float));
-    if (!buf || !nv2 || !sq || !row0 || !vb || !u || !coef || !gram || !g || !rel || !score ||
-        !div) {
-        status = -1;
-        goto done;
+/* One request of SSD with its state in `real`: the float32 attempt (ssd_request_f) and the
+   float64 rerun (ssd_request_d) are the same algorithm, so they are one text. */
+#define DEFINE_SSD_REQUEST(real, sfx, sqrt_fn)                                                     \
+    static int ssd_request_##sfx(State *st, int N, int np, int D, int T, int w, float theta,       \
+                               float div_coef, float eps_f, int volume, const float *r,            \
+                               const float *phi, float **planes, double tau) {                     \
+        int n = at_least_one(N), status = 0;                                                       \
+        real scale = div_coef != 0.0f ? (real)div_coef * (real)div_coef : (real)1;                 \
+        real inv_scale = (real)1 / scale, eps = (real)eps_f;                                       \
+        float sign = div_coef >= 0 ? 1.0f : -1.0f;                                                 \
+        real *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(real));                   \
+        real *nv2 = calloc(np, sizeof(real)), *sq = calloc(np, sizeof(real));                      \
+        real *row0 = malloc(sizeof(real) * n), *vb = malloc(sizeof(real) * n);                     \
+        real *u = malloc(sizeof(real) * n), *coef = malloc(sizeof(real) * (2 * w + D + 1));        \
+        real *gram = calloc((size_t)w * w, sizeof(real)), *g = malloc(sizeof(real) * w);           \
+        float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);              \
+        float *div = calloc(np, sizeof(float));                                                    \
+        if (!buf || !nv2 || !sq || !row0 || !vb || !u || !coef || !gram || !g || !rel || !score || \
+            !div) {                                                                                \
+            status = -1;                                                                           \
+            goto done;                                                                             \
+        }                                                                                          \
+        real *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;        \
+        load_##sfx(phi, st->eligible, N, D, phi_t, nv2);                                           \
+        for (int i = 0; i < N; i++) {                                                              \
+            nv2[i] *= scale;                                                                       \
+            sq[i] = nv2[i];                                                                        \
+        }                                                                                          \
+        /* The first pick at theta = 0 is by relevance itself (theta r_i would tie every candidate). */ \
+        for (int i = 0; i < np; i++) rel[i] = theta == 0.0f ? r[i] : r[i] * theta;                 \
+        for (int t = 0; t < T; t++) {                                                              \
+            if (t == 1 && theta == 0.0f)                                                           \
+                for (int i = 0; i < np; i++) rel[i] = r[i] * theta;                                \
+            int plain = t == 0 || div_coef == 0.0f;                                                \
+            if (!plain) {                                                                          \
+                real vol = 1;                                                                      \
+                if (volume) {                                                                      \
+                    int m = t < w ? t : w;                                                         \
+                    for (int k = 0; k < m; k++) {                                                  \
+                        real gk = gram[k * w + k];                                                 \
+                        vol *= sqrt_fn(gk > 0 ? gk : (real)0);                                     \
+                    }                                                                              \
+                }                                                                                  \
+                for (int i = 0; i < np; i++) {                                                     \
+                    /* The float32 pass stops where a residual has shrunk below tau of its feature \
+                       norm: from there its norm is a difference of nearly equal float32 sums. */  \
+                    if (tau > 0 && st->eligible[i] && !(nv2[i] >= tau * sq[i])) {                  \
+                        status = 1;                                                                \
+                        goto done;                                                                 \
+                    }                                                                              \
+                    real v = nv2[i] > (real)1e-30 ? nv2[i] : (real)1e-30;                          \
+                    real x = sqrt_fn(v);                                                           \
+                    if (volume) x *= vol;                                                          \
+                    div[i] = (float)x * sign;                                                      \
+                }                                                                                  \
+            }                                                                                      \
+            for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];              \
+            if (planes && plain) memset(div, 0, sizeof(float) * np);                               \
+            int j = step_f(st, t, score, rel, div, planes); /* scores are float32 in both */       \
+            if (j < 0) break;                                                                      \
+            if (t == T - 1 || div_coef == 0.0f) continue;                                          \
+            /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */          \
+            int slot = t % w, evict = t >= w;                                                      \
+            real nbb = nv2[j] * inv_scale;                                                         \
+            if (!(nbb > 0)) nbb = 0;                                                               \
+            for (int k = 0; k < w; k++) {                                                          \
+                real s = p_rows[(size_t)k * n + j];                                                \
+                for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];       \
+                g[k] = s;                                                                          \
+            }                                                                                      \
+            if (evict) g[slot] = 0;                                                                \
+            for (int k = 0; k < w; k++) {                                                          \
+                coef[k] = g[k];                                                                    \
+                coef[w + k] = neg_c[(size_t)k * n + j];                                            \
+            }                                                                                      \
+            for (int k = 0; k < D; k++) coef[2 * w + k] = (real)phi[(size_t)j * D + k];            \
+            for (int i = 0; i < N; i++) row0[i] = 0;                                               \
+            accumulate_##sfx(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */                   \
+            memcpy(vb, row0, sizeof(real) * N);                                                    \
+            accumulate_##sfx(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */    \
+            if (evict) {                                                                           \
+                /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with        \
+                   u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */        \
+                for (int k = 0; k < w; k++) coef[k] = -2 * gram[k * w + slot];                     \
+                coef[slot] += gram[slot * w + slot];                                               \
+                for (int i = 0; i < N; i++) u[i] = -2 * p_rows[(size_t)slot * n + i];              \
+                accumulate_##sfx(neg_c, n, coef, w, N, u);                                         \
+                const real *c_o = neg_c + (size_t)slot * n;                                        \
+                for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];                       \
+            }                                                                                      \
+            real neg_denom = -nbb - eps;                                                           \
+            real shrink = (neg_denom - eps) * scale;                                               \
+            real *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;            \
+            if (neg_denom == 0) {                                                                  \
+                /* A zero basis (a zero residual picked with eps = 0) projects nothing out. */     \
+                for (int i = 0; i < N; i++) {                                                      \
+                    p_new[i] = vb[i] - row0[i];                                                    \
+                    c_new[i] = 0;                                                                  \
+                }                                                                                  \
+            } else {                                                                               \
+                for (int i = 0; i < N; i++) {                                                      \
+                    p_new[i] = vb[i] - row0[i];                                                    \
+                    real nc = vb[i] / neg_denom;                                                   \
+                    c_new[i] = nc;                                                                 \
+                    nv2[i] += nc * shrink * nc;                                                    \
+                }                                                                                  \
+            }                                                                                      \
+            g[slot] = nbb;                                                                         \
+            for (int k = 0; k < w; k++) {                                                          \
+                gram[slot * w + k] = g[k];                                                         \
+                gram[k * w + slot] = g[k];                                                         \
+            }                                                                                      \
+        }                                                                                          \
+    done:                                                                                          \
+        free(buf);                                                                                 \
+        free(nv2);                                                                                 \
+        free(sq);                                                                                  \
+        free(row0);                                                                                \
+        free(vb);                                                                                  \
+        free(u);                                                                                   \
+        free(coef);                                                                                \
+        free(gram);                                                                                \
+        free(g);                                                                                   \
+        free(rel);                                                                                 \
+        free(score);                                                                               \
+        free(div);                                                                                 \
+        return status;                                                                             \
     }
-    float *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
-    load_f(phi, st->eligible, N, D, phi_t, nv2);
-    for (int i = 0; i < N; i++) {
-        nv2[i] *= scale;
-        sq[i] = nv2[i];
-    }
-    /* The first pick at theta = 0 is by relevance itself (theta r_i would tie every candidate). */
-    for (int i = 0; i < np; i++) rel[i] = theta == 0.0f ? r[i] : r[i] * theta;
-    for (int t = 0; t < T; t++) {
-        if (t == 1 && theta == 0.0f)
-            for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
-        int plain = t == 0 || div_coef == 0.0f;
-        if (!plain) {
-            float vol = 1;
-            if (volume) {
-                int m = t < w ? t : w;
-                for (int k = 0; k < m; k++) {
-                    float gk = gram[k * w + k];
-                    vol *= sqrtf(gk > 0 ? gk : (float)0);
-                }
-            }
-            for (int i = 0; i < np; i++) {
-                /* The float32 pass stops where a residual has shrunk below tau of its feature
-                   norm: from there its norm is a difference of nearly equal float32 sums. */
-                if (tau > 0 && st->eligible[i] && !(nv2[i] >= tau * sq[i])) {
-                    status = 1;
-                    goto done;
-                }
-                float v = nv2[i] > (float)1e-30 ? nv2[i] : (float)1e-30;
-                float x = sqrtf(v);
-                if (volume) x *= vol;
-                div[i] = (float)x * sign;
-            }
-        }
-        for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
-        if (planes && plain) memset(div, 0, sizeof(float) * np);
-        int j = step_f(st, t, score, rel, div, planes);
-        if (j < 0) break;
-        if (t == T - 1 || div_coef == 0.0f) continue;
-        /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
-        int slot = t % w, evict = t >= w;
-        float nbb = nv2[j] * inv_scale;
-        if (!(nbb > 0)) nbb = 0;
-        for (int k = 0; k < w; k++) {
-            float s = p_rows[(size_t)k * n + j];
-            for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];
-            g[k] = s;
-        }
-        if (evict) g[slot] = 0;
-        for (int k = 0; k < w; k++) {
-            coef[k] = g[k];
-            coef[w + k] = neg_c[(size_t)k * n + j];
-        }
-        for (int k = 0; k < D; k++) coef[2 * w + k] = (float)phi[(size_t)j * D + k];
-        for (int i = 0; i < N; i++) row0[i] = 0;
-        accumulate_f(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */
-        memcpy(vb, row0, sizeof(float) * N);
-        accumulate_f(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */
-        if (evict) {
-            /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with
-               u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */
-            for (int k = 0; k < w; k++) coef[k] = -2 * gram[k * w + slot];
-            coef[slot] += gram[slot * w + slot];
-            for (int i = 0; i < N; i++) u[i] = -2 * p_rows[(size_t)slot * n + i];
-            accumulate_f(neg_c, n, coef, w, N, u);
-            const float *c_o = neg_c + (size_t)slot * n;
-            for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];
-        }
-        float neg_denom = -nbb - eps;
-        float shrink = (neg_denom - eps) * scale;
-        float *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;
-        if (neg_denom == 0) {
-            /* A zero basis (a zero residual picked with eps = 0) projects nothing out. */
-            for (int i = 0; i < N; i++) {
-                p_new[i] = vb[i] - row0[i];
-                c_new[i] = 0;
-            }
-        } else {
-            for (int i = 0; i < N; i++) {
-                p_new[i] = vb[i] - row0[i];
-                float nc = vb[i] / neg_denom;
-                c_new[i] = nc;
-                nv2[i] += nc * shrink * nc;
-            }
-        }
-        g[slot] = nbb;
-        for (int k = 0; k < w; k++) {
-            gram[slot * w + k] = g[k];
-            gram[k * w + slot] = g[k];
-        }
-    }
-done:
-    free(buf);
-    free(nv2);
-    free(sq);
-    free(row0);
-    free(vb);
-    free(u);
-    free(coef);
-    free(gram);
-    free(g);
-    free(rel);
-    free(score);
-    free(div);
-    return status;
-}
 
-static int ssd_request_d(State *st, int N, int np, int D, int T, int w, float theta,
-                           float div_coef, float eps_f, int volume, const float *r,
-                           const float *phi, float **planes, double tau) {
-    int n = at_least_one(N), status = 0;
-    double scale = div_coef != 0.0f ? (double)div_coef * (double)div_coef : (double)1;
-    double inv_scale = (double)1 / scale, eps = (double)eps_f;
-    float sign = div_coef >= 0 ? 1.0f : -1.0f;
-    double *buf = calloc((size_t)(2 * w + at_least_one(D)) * n, sizeof(double));
-    double *nv2 = calloc(np, sizeof(double)), *sq = calloc(np, sizeof(double));
-    double *row0 = malloc(sizeof(double) * n), *vb = malloc(sizeof(double) * n);
-    double *u = malloc(sizeof(double) * n), *coef = malloc(sizeof(double) * (2 * w + D + 1));
-    double *gram = calloc((size_t)w * w, sizeof(double)), *g = malloc(sizeof(double) * w);
-    float *rel = malloc(sizeof(float) * np), *score = malloc(sizeof(float) * np);
-    float *div = calloc(np, sizeof(float));
-    if (!buf || !nv2 || !sq || !row0 || !vb || !u || !coef || !gram || !g || !rel || !score ||
-        !div) {
-        status = -1;
-        goto done;
-    }
-    double *neg_c = buf, *p_rows = buf + (size_t)w * n, *phi_t = buf + (size_t)2 * w * n;
-    load_d(phi, st->eligible, N, D, phi_t, nv2);
-    for (int i = 0; i < N; i++) {
-        nv2[i] *= scale;
-        sq[i] = nv2[i];
-    }
-    /* The first pick at theta = 0 is by relevance itself (theta r_i would tie every candidate). */
-    for (int i = 0; i < np; i++) rel[i] = theta == 0.0f ? r[i] : r[i] * theta;
-    for (int t = 0; t < T; t++) {
-        if (t == 1 && theta == 0.0f)
-            for (int i = 0; i < np; i++) rel[i] = r[i] * theta;
-        int plain = t == 0 || div_coef == 0.0f;
-        if (!plain) {
-            double vol = 1;
-            if (volume) {
-                int m = t < w ? t : w;
-                for (int k = 0; k < m; k++) {
-                    double gk = gram[k * w + k];
-                    vol *= sqrt(gk > 0 ? gk : (double)0);
-                }
-            }
-            for (int i = 0; i < np; i++) {
-                /* The float32 pass stops where a residual has shrunk below tau of its feature
-                   norm: from there its norm is a difference of nearly equal float32 sums. */
-                if (tau > 0 && st->eligible[i] && !(nv2[i] >= tau * sq[i])) {
-                    status = 1;
-                    goto done;
-                }
-                double v = nv2[i] > (double)1e-30 ? nv2[i] : (double)1e-30;
-                double x = sqrt(v);
-                if (volume) x *= vol;
-                div[i] = (float)x * sign;
-            }
-        }
-        for (int i = 0; i < np; i++) score[i] = plain ? rel[i] : rel[i] + div[i];
-        if (planes && plain) memset(div, 0, sizeof(float) * np);
-        int j = step_f(st, t, score, rel, div, planes);
-        if (j < 0) break;
-        if (t == T - 1 || div_coef == 0.0f) continue;
-        /* Push b = v_j, evicting the oldest basis (slot) when the window is full. */
-        int slot = t % w, evict = t >= w;
-        double nbb = nv2[j] * inv_scale;
-        if (!(nbb > 0)) nbb = 0;
-        for (int k = 0; k < w; k++) {
-            double s = p_rows[(size_t)k * n + j];
-            for (int m = 0; m < w; m++) s += gram[k * w + m] * neg_c[(size_t)m * n + j];
-            g[k] = s;
-        }
-        if (evict) g[slot] = 0;
-        for (int k = 0; k < w; k++) {
-            coef[k] = g[k];
-            coef[w + k] = neg_c[(size_t)k * n + j];
-        }
-        for (int k = 0; k < D; k++) coef[2 * w + k] = (double)phi[(size_t)j * D + k];
-        for (int i = 0; i < N; i++) row0[i] = 0;
-        accumulate_d(neg_c, n, coef, w, N, row0); /* sum_k g_k (-C_k) */
-        memcpy(vb, row0, sizeof(double) * N);
-        accumulate_d(p_rows, n, coef + w, w + D, N, vb); /* rows P then phi_t follow */
-        if (evict) {
-            /* Restore the evicted basis o: ||v + c_o b_o||^2 = ||v||^2 + (-c_o) u with
-               u = -c_o ||b_o||^2 - 2 <v_i, b_o>, <v_i, b_o> = P_o - sum_k C_k G_ko. */
-            for (int k = 0; k < w; k++) coef[k] = -2 * gram[k * w + slot];
-            coef[slot] += gram[slot * w + slot];
-            for (int i = 0; i < N; i++) u[i] = -2 * p_rows[(size_t)slot * n + i];
-            accumulate_d(neg_c, n, coef, w, N, u);
-            const double *c_o = neg_c + (size_t)slot * n;
-            for (int i = 0; i < N; i++) nv2[i] += scale * c_o[i] * u[i];
-        }
-        double neg_denom = -nbb - eps;
-        double shrink = (neg_denom - eps) * scale;
-        double *c_new = neg_c + (size_t)slot * n, *p_new = p_rows + (size_t)slot * n;
-        if (neg_denom == 0) {
-            /* A zero basis (a zero residual picked with eps = 0) projects nothing out. */
-            for (int i = 0; i < N; i++) {
-                p_new[i] = vb[i] - row0[i];
-                c_new[i] = 0;
-            }
-        } else {
-            for (int i = 0; i < N; i++) {
-                p_new[i] = vb[i] - row0[i];
-                double nc = vb[i] / neg_denom;
-                c_new[i] = nc;
-                nv2[i] += nc * shrink * nc;
-            }
-        }
-        g[slot] = nbb;
-        for (int k = 0; k < w; k++) {
-            gram[slot * w + k] = g[k];
-            gram[k * w + slot] = g[k];
-        }
-    }
-done:
-    free(buf);
-    free(nv2);
-    free(sq);
-    free(row0);
-    free(vb);
-    free(u);
-    free(coef);
-    free(gram);
-    free(g);
-    free(rel);
-    free(score);
-    free(div);
-    return status;
-}
+DEFINE_SSD_REQUEST(float, f, sqrtf)
+DEFINE_SSD_REQUEST(double, d, sqrt)
 
 /* tau > 0: float32 with the float64 fall-back above; tau <= 0: float64 only. */
 int blend_ssd(int B, int N, int np, int D, int T, int w, float theta, float div_coef, float eps,
