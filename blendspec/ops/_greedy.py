@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from blendspec.ops.constraints import _CAP_BIAS
-
+_CAP_BIAS = -1e38
+"""Added (times the number of violated caps) to a violating candidate's score: far below any real
+score yet finite in float32, so "all candidates violate" is still detectable."""
 _NEG_INF = float("-inf")
 _HAS_OK = _CAP_BIAS / 10
 

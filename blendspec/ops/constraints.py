@@ -77,10 +77,6 @@ NO_CONSTRAINTS = GreedyConstraints()
 _SID_TABLE_MAX = 1 << 20
 """Up to this many T·W entries (8 MiB) the semantic-ID weight rows are built once; beyond, per step."""
 
-_CAP_BIAS = -1e38
-"""Added (times the number of violated caps) to a violating candidate's score: far below any real
-score yet finite in float32, so "all candidates violate" is still detectable."""
-
 
 def _harmonic_unit(window: int, levels: int) -> tuple[float, float]:
     """Integer unit for the 1/d weights: (lcm(1..w), 1/lcm) when sums stay exact in float64.
