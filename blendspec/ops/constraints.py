@@ -181,14 +181,13 @@ def clamp_windows(c: GreedyConstraints, slate_length: int) -> GreedyConstraints:
 
 
 def prepare_constraints(
-    c: GreedyConstraints | None, mask: Tensor, width: int, slate_length: int | None = None
+    c: GreedyConstraints | None, mask: Tensor, width: int, slate_length: int
 ) -> PreparedConstraints:
-    """Validate, sanitise padding and pad every constraint tensor to ``width`` candidates; with
-    ``slate_length``, clamp the windows to it (``clamp_windows``)."""
+    """Validate, sanitise padding, pad every constraint tensor to ``width`` candidates and clamp
+    the windows to the slate (``clamp_windows``): every window prepared is at most T."""
     c = c or NO_CONSTRAINTS
     validate_constraints(c, tuple(mask.shape))
-    if slate_length is not None:
-        c = clamp_windows(c, slate_length)
+    c = clamp_windows(c, slate_length)
     flags = tuple(
         pad_candidates(sanitize(s.flags.bool(), mask, False).to(torch.float32), width)
         for s in c.spacing
@@ -249,8 +248,7 @@ class ConstraintState:
         for s in prep.spacing:
             unit, scale = _harmonic_unit(s.window, 1)  # the window as prepared (<= T)
             self.spacing_scale.append(s.coefficient * scale)
-            reach = min(s.window, t_len)
-            w = [unit / d for d in range(reach, 0, -1)]  # oldest first
+            w = [unit / d for d in range(s.window, 0, -1)]  # oldest first
             self.spacing_weights.append(torch.tensor(w, dtype=torch.float64, device=dev))
         # Semantic IDs: a ring of the last `window` picks' [lcp >= l*] * lcp (small integers),
         # combined with the same integer weights in float64, then scaled once.
@@ -262,7 +260,7 @@ class ConstraintState:
         if prep.sid is not None and prep.sid.window > 0:
             sid = prep.sid
             levels = prep.sid_prefix.shape[1]
-            reach = min(sid.window, t_len)
+            reach = sid.window  # prepared: at most T
             self.sid_reach = reach
             unit, scale = _harmonic_unit(sid.window, levels)
             self.sid_scale = sid.coefficient * scale / levels
