@@ -142,8 +142,6 @@ def _build() -> ctypes.CDLL:
             failures.append(str(error))
             continue
         lib = ctypes.CDLL(str(target))
-        for name in ("mmr", "ssd", "dpp"):
-            getattr(lib, f"blend_{name}").restype = ctypes.c_int
         lib.blend_normalize_rows.restype = None
         lib.blend_set_threads.restype = None
         return lib
@@ -243,7 +241,7 @@ def _constraints(c: PreparedConstraints, keep: list[Tensor]) -> _Constraints:
     return out
 
 
-def _run(
+def run_loop(
     name: str,
     valid: Tensor,
     relevance: Tensor,
@@ -253,9 +251,16 @@ def _run(
     params: list[object],
     dtype: torch.dtype,
     names: list[str] | None,
+    *,
+    early_stops: bool = False,
 ) -> Selection:
     """Call ``blend_<name>`` on a prepared batch (``valid``/``relevance`` ``[B, Np]``, features
-    ``[B, N, D]``); with ``names`` (the trace's component names) the per-step trace as well."""
+    ``[B, N, D]``); with ``names`` (the trace's component names) the per-step trace as well.
+
+    Every loop of ``greedy.c`` shares this calling convention: ``(B, N, Np, D, T, *params,
+    relevance, valid, features, constraints, indices, scores, forced[, stops], steps)``, the
+    ``stops`` output only for a loop that can stop early (``early_stops``). A new diversifier's
+    wrapper calls this; nothing here names the algorithms."""
     lib = library()
     assert lib is not None
     b, width = valid.shape
@@ -274,7 +279,7 @@ def _run(
         shape = (len(names) + len(STEP_EXTRAS), b, slate_length, width)
         planes = torch.empty(shape, dtype=dtype)
     outputs = [_ptr(indices), _ptr(scores), _ptr(forced)]
-    if name == "dpp":
+    if early_stops:
         outputs.append(_ptr(stops))
     lib.blend_set_threads(torch.get_num_threads())
     status = getattr(lib, f"blend_{name}")(
@@ -283,9 +288,9 @@ def _run(
     )  # fmt: skip
     if status != 0:
         raise MemoryError(f"the native {name} loop could not allocate its working memory")
-    early_stops = stops.to(torch.bool)
+    stopped = stops.to(torch.bool)
     if planes is None or names is None:
-        return Selection(indices, scores, forced, early_stops)
+        return Selection(indices, scores, forced, stopped)
     steps = dict(zip((*names, *STEP_EXTRAS), planes.unbind(0), strict=True))
     active = indices >= 0
     at = indices.clamp(min=0).unsqueeze(2)
@@ -293,7 +298,7 @@ def _run(
         k: torch.where(active, steps[k].gather(2, at).squeeze(2).to(torch.float32), 0.0)
         for k in names
     }
-    return Selection(indices, scores, forced, early_stops, trace, steps)
+    return Selection(indices, scores, forced, stopped, trace, steps)
 
 
 def mmr(
@@ -307,7 +312,7 @@ def mmr(
 ) -> Selection:
     """MMR (see ``ops.mmr``) by the compiled loop."""
     params = [ctypes.c_float(lam)]
-    return _run(
+    return run_loop(
         "mmr", valid, relevance, features, constraints, slate_length, params, torch.float32, names
     )
 
@@ -340,7 +345,7 @@ def ssd(
         ctypes.c_int(int(volume)),
         ctypes.c_double(SSD_TAU),
     ]
-    return _run(
+    return run_loop(
         "ssd", valid, relevance, features, constraints, slate_length, params, torch.float32, names
     )
 
@@ -367,9 +372,10 @@ def dpp(
         ctypes.c_double(log_epsilon),
         ctypes.c_double(DPP_TAU),
     ]
-    return _run(
-        "dpp", valid, relevance, features, constraints, slate_length, params, torch.float64, names
-    )
+    return run_loop(
+        "dpp", valid, relevance, features, constraints, slate_length, params, torch.float64, names,
+        early_stops=True,
+    )  # fmt: skip
 
 
 def normalize_rows(x: Tensor, mask: Tensor, scale: float, out: Tensor) -> bool:

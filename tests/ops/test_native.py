@@ -116,13 +116,13 @@ def test_native_trace_matches_the_torch_trace(name: str) -> None:
 
 def test_the_choice_routes_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = _native._run
+    real = _native.run_loop
 
     def counting(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(name)
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(_native, "_run", counting)
+    monkeypatch.setattr(_native, "run_loop", counting)
     inputs = _batch(b=2, n=40)
     with kernels("torch"):
         for op in ("ssd", "dpp", "mmr"):
