@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from blendspec import ops
 from blendspec.compiler.graph import Graph, Node
+from blendspec.ops.relevance import masked_rank, masked_zscore
 from blendspec.policy.files import resolve_policy_file
 from blendspec.spec.expr import TRANSFORMS
 
@@ -278,27 +279,6 @@ def _selection_outputs(selection: ops.Selection) -> dict[str, Tensor]:
         "cap_violations": selection.cap_violations,
         "early_stops": selection.early_stops,
     }
-
-
-def masked_zscore(values: Tensor, mask: Tensor) -> Tensor:
-    """Population z-score over the real candidates; a constant request maps to 0."""
-    weights = mask.to(values.dtype)
-    count = weights.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = (values * weights).sum(dim=1, keepdim=True) / count
-    centered = (values - mean) * weights
-    std = torch.sqrt((centered * centered).sum(dim=1, keepdim=True) / count)
-    safe = torch.where(std > 0, std, torch.ones_like(std))
-    return torch.where(std > 0, centered / safe, torch.zeros_like(values))
-
-
-def masked_rank(values: Tensor, mask: Tensor) -> Tensor:
-    """Share of the request's real candidates strictly below each value, in [0, 1]; ties share a rank."""
-    padded = torch.where(mask, values, torch.full_like(values, float("inf")))
-    ordered, _ = torch.sort(padded, dim=1)
-    below = torch.searchsorted(ordered, padded.contiguous(), right=False).to(values.dtype)
-    count = mask.sum(dim=1, keepdim=True).to(values.dtype)
-    ranks = below / (count - 1).clamp(min=1)
-    return torch.where(mask, ranks, torch.zeros_like(values))
 
 
 _REQUEST_TRANSFORMS = {"masked_zscore": masked_zscore, "masked_rank": masked_rank}

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendspec.ops import SimilaritySignals, feature_map, normalize_relevance
+from blendspec.ops.relevance import masked_zscore
 
 from . import reference as ref
 from .helpers import Batch, batches
@@ -33,6 +34,30 @@ def test_normalize_matches_reference(batch: Batch, method: str, scale: float) ->
             assert np.all(got[i].numpy() == 0)  # constant request: exactly 0, not noise
         alone = normalize_relevance(u[i : i + 1], batch.mask[i : i + 1], method)
         assert torch.equal(alone[0], got[i])
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(constraints=False), st.sampled_from([1.0, 1e-3, 1e4]), st.integers(1, 40))
+def test_the_zscore_transform_is_the_relevance_zscore_and_batch_invariant(
+    batch: Batch, scale: float, extra: int
+) -> None:
+    """`zscore(x)` in a formula and `relevance = zscore` are one function: the same bits, and
+    each request's bits do not depend on its batch, its padded width or its padding's values."""
+    u = batch.relevance * scale + 0.1
+    got = masked_zscore(u, batch.mask)
+    assert torch.equal(got, normalize_relevance(u, batch.mask, "zscore"))
+    wide_mask = torch.cat([batch.mask, torch.zeros((batch.b, extra), dtype=torch.bool)], 1)
+    garbage = torch.full((batch.b, extra), float("nan"))
+    wide = torch.cat([torch.where(batch.mask, u, float("nan")), garbage], 1)
+    got_wide = masked_zscore(wide, wide_mask)
+    assert torch.equal(got_wide[:, : batch.mask.shape[1]], got)
+    assert torch.all(got_wide[:, batch.mask.shape[1] :] == 0)
+    for i in range(batch.b):
+        alone = masked_zscore(u[i : i + 1], batch.mask[i : i + 1])
+        assert torch.equal(alone[0], got[i])
+        valid = batch.mask[i].numpy()
+        want = ref.normalize_relevance(np.where(valid, u[i].numpy(), 0.0), valid, "zscore")
+        np.testing.assert_allclose(got[i].numpy(), want, rtol=1e-6, atol=1e-6)
 
 
 def test_normalize_rejects_unknown_method() -> None:
