@@ -7,7 +7,7 @@ from blendspec.spec.diagnostics import Span
 from blendspec.spec.expr import TRANSFORMS, Fold, constant_value, fold
 from blendspec.spec.forms import split_similarity, split_utility
 from blendspec.spec.loader import LoadedSpec
-from blendspec.spec.model import BinOp, Call, Const, Dpp, Expr, Mmr, Neg, Ref, Spec, Ssd
+from blendspec.spec.model import BinOp, Call, Const, Expr, Neg, Ref, Spec
 from blendspec.spec.syntax import Document, PathKey
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
@@ -190,51 +190,31 @@ class _Compiler:
         return nodes
 
     def selection(self, utility: Node, eligible: Node, constraints: list[Node]) -> Node:
+        """The diversifier's node: its plugin names the operator and its attributes."""
         spec, g = self.spec, self.graph
         diversity = spec.diversity
-        length = spec.slate.length
+        plugin = type(diversity)
+        attrs = {"length": spec.slate.length, **diversity.node_attrs()}
         span = self.span(("diversity",), key=True)
-        if not isinstance(diversity, Ssd | Dpp | Mmr):
-            return g.add("greedy", (utility, eligible, *constraints), span, length=length)
+        similarity = diversity.similarity_formula()
+        if similarity is None:
+            return g.add(plugin.op, (utility, eligible, *constraints), span, **attrs)
         relevance = g.add(
             "normalize",
             (utility, eligible),
             self.span(("diversity", "relevance")),
-            method=diversity.relevance,
+            method=diversity.relevance_method(),
         )
-        signals, _ = split_similarity(diversity.similarity, ("diversity", "similarity"))
+        signals, _ = split_similarity(similarity, ("diversity", "similarity"))
         features = g.add(
             "feature_map",
             (eligible, *(self.values[s.input] for s in signals)),
             self.span(("diversity", "similarity")),
             signals=tuple(s.signal for s in signals),
             betas=tuple(s.beta for s in signals),
-            bias=isinstance(diversity, Ssd),
+            bias=plugin.feature_bias,
         )
-        inputs = (relevance, features, eligible, *constraints)
-        if isinstance(diversity, Ssd):
-            return g.add(
-                "ssd",
-                inputs,
-                span,
-                length=length,
-                window=diversity.window,
-                theta=diversity.theta,
-                gamma=diversity.gamma,
-                variant=diversity.variant,
-                epsilon=diversity.epsilon,
-            )
-        if isinstance(diversity, Dpp):
-            return g.add(
-                "dpp",
-                inputs,
-                span,
-                length=length,
-                alpha=diversity.alpha,
-                window=diversity.window,
-                epsilon=diversity.epsilon,
-            )
-        return g.add("mmr", inputs, span, length=length, lam=diversity.lambda_)
+        return g.add(plugin.op, (relevance, features, eligible, *constraints), span, **attrs)
 
 
 def compile_graph(loaded: LoadedSpec) -> Graph:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from blendspec.diversity import PLUGINS
 from blendspec.spec.diagnostics import Span
 from blendspec.spec.expr import TRANSFORM_TABLE
 
@@ -204,30 +205,16 @@ register(
     ("Category",),
     lambda t, a: CONSTRAINT,
 )
-register(
-    "greedy",
-    "Greedy by relevance under penalties and caps; plain top-T without them.",
-    ("Score", "Mask", "Constraint*"),
-    _selection,
-)
-register(
-    "ssd",
-    "Sliding Spectrum Decomposition (DESIGN §3.3).",
-    ("Score", "FeatureMap", "Mask", "Constraint*"),
-    _selection,
-)
-register(
-    "dpp",
-    "DPP greedy MAP by incremental Cholesky (DESIGN §3.4).",
-    ("Score", "FeatureMap", "Mask", "Constraint*"),
-    _selection,
-)
-register(
-    "mmr",
-    "Maximal Marginal Relevance (DESIGN §3.7).",
-    ("Score", "FeatureMap", "Mask", "Constraint*"),
-    _selection,
-)
+# The diversifiers' operators (and `greedy`) come from their plugins (blendspec.diversity).
+for _plugin in PLUGINS:
+    register(
+        _plugin.op,
+        _plugin.summary,
+        ("Score", "FeatureMap", "Mask", "Constraint*")
+        if _plugin.uses_features
+        else ("Score", "Mask", "Constraint*"),
+        _selection,
+    )
 register(
     "slate",
     "The output: slate indices and scores, utilities and the weights applied.",

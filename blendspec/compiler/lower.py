@@ -1,7 +1,8 @@
 """Lowering of the typed graph to a torch `nn.Module` that blends a padded batch of requests.
 
 Each operator's meaning is one `visit_<op>` method (the ibis habit; the transforms share one,
-`visit_transform`, read off the transform table in spec/expr.py): an operator without one is a
+`visit_transform`, read off the transform table in spec/expr.py, and the diversifiers share
+`visit_selection`, which hands the node to its plugin in blendspec.diversity): an operator without one is a
 `MissingLowering` error naming the operator and where the spec asked for it, raised when the module
 is built, never an AttributeError halfway through a batch. Errors while running say which node was
 executing.
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from blendspec import ops
 from blendspec.compiler.graph import Graph, Node
+from blendspec.diversity import BY_OP
 from blendspec.ops.relevance import masked_rank, masked_zscore
 from blendspec.policy.files import resolve_policy_file
 from blendspec.spec.expr import TRANSFORMS
@@ -154,7 +156,7 @@ class TorchLowering:
 
     def visit_truncate(self, node: Node, args: Sequence[Any], *_: Any) -> Tensor:
         utility, keep = args
-        order = stable_order(utility, keep)
+        order = ops.stable_order(utility, keep)
         if torch.compiler.is_compiling():
             # torch.export: N is symbolic, so slice nothing by min(keep, N); rank instead.
             ranks = torch.arange(order.shape[1], device=order.device).expand_as(order)
@@ -200,41 +202,16 @@ class TorchLowering:
 
     # selection ----------------------------------------------------------------
 
-    def visit_greedy(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
-        relevance, keep, *constraints = args
-        if not constraints and not self.trace:  # a sort; the greedy loop only to trace it
-            return top_by_relevance(relevance, keep, node.attrs["length"])
-        selection = ops.greedy_relevance(
-            relevance, keep, _constraints(constraints), slate_length=node.attrs["length"],
-            trace=self.trace,
-        )  # fmt: skip
-        return self._selection(selection)
-
-    def visit_ssd(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
-        relevance, features, keep, *constraints = args
-        a = node.attrs
-        selection = ops.ssd(
-            relevance, features, keep, _constraints(constraints),
-            slate_length=a["length"], window=a["window"], theta=a["theta"], gamma=a["gamma"],
-            variant=a["variant"], epsilon=a["epsilon"], trace=self.trace,
-        )  # fmt: skip
-        return self._selection(selection)
-
-    def visit_dpp(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
-        relevance, features, keep, *constraints = args
-        a = node.attrs
-        selection = ops.dpp(
-            relevance, features, keep, _constraints(constraints),
-            slate_length=a["length"], alpha=a["alpha"], window=a["window"], epsilon=a["epsilon"],
-            trace=self.trace,
-        )  # fmt: skip
-        return self._selection(selection)
-
-    def visit_mmr(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
-        relevance, features, keep, *constraints = args
-        selection = ops.mmr(
-            relevance, features, keep, _constraints(constraints),
-            slate_length=node.attrs["length"], lam=node.attrs["lam"], trace=self.trace,
+    def visit_selection(self, node: Node, args: Sequence[Any], *_: Any) -> dict[str, Tensor]:
+        """Every diversifier's operator (and `greedy`): its plugin runs it."""
+        plugin = BY_OP[node.op]
+        if plugin.uses_features:
+            relevance, features, keep, *constraints = args
+        else:
+            (relevance, keep, *constraints), features = args, None
+        selection = plugin.select(
+            node.attrs, relevance, features, keep,
+            _constraints(constraints) if constraints else None, trace=self.trace,
         )  # fmt: skip
         return self._selection(selection)
 
@@ -283,33 +260,6 @@ def _selection_outputs(selection: ops.Selection) -> dict[str, Tensor]:
 
 _REQUEST_TRANSFORMS = {"masked_zscore": masked_zscore, "masked_rank": masked_rank}
 """The per-request transforms' torch implementations, by the names the transform table gives."""
-
-
-def stable_order(values: Tensor, mask: Tensor) -> Tensor:
-    """Candidate indices by value descending, ties to the lower index, padding last."""
-    key = torch.where(mask, values, torch.full_like(values, float("-inf")))
-    return torch.sort(key, dim=1, descending=True, stable=True).indices
-
-
-def top_by_relevance(relevance: Tensor, mask: Tensor, length: int) -> dict[str, Tensor]:
-    if torch.compiler.is_compiling():
-        # N is symbolic in torch.export: append `length` padding columns (they sort last and come
-        # out as -1, as the eager path's padding does) so that no branch depends on N < length.
-        b = relevance.shape[0]
-        relevance = torch.cat([relevance, relevance.new_zeros((b, length))], dim=1)
-        mask = torch.cat([mask, mask.new_zeros((b, length))], dim=1)
-    order = stable_order(relevance, mask)
-    take = min(length, relevance.shape[1])
-    indices = order[:, :take]
-    valid = torch.gather(mask, 1, indices)
-    scores = torch.gather(relevance, 1, indices)
-    indices = torch.where(valid, indices, torch.full_like(indices, -1))
-    scores = torch.where(valid, scores, torch.zeros_like(scores))
-    if take < length:
-        pad = (relevance.shape[0], length - take)
-        indices = torch.cat([indices, torch.full(pad, -1, dtype=indices.dtype)], dim=1)
-        scores = torch.cat([scores, torch.zeros(pad, dtype=scores.dtype)], dim=1)
-    return {"indices": indices, "scores": scores}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -629,6 +579,8 @@ class BlendModule(nn.Module):
             visitor = getattr(self.lowering, f"visit_{node.op}", None)
             if visitor is None and node.op in TRANSFORMS:  # one method for the whole table
                 visitor = self.lowering.visit_transform
+            if visitor is None and node.op in BY_OP:  # one method for every diversifier
+                visitor = self.lowering.visit_selection
             if visitor is None:
                 raise MissingLowering(
                     f"operator `{node.op}` has no torch lowering in this version "

@@ -24,7 +24,7 @@ from blendspec.compiler.lower import REQUEST_SEED_KEY, PolicyRuntime, module_for
 from blendspec.io.dump import CHECK_CONTIGUOUS, BadRequest, DumpReader, RequestBatch
 from blendspec.spec.forms import split_similarity
 from blendspec.spec.loader import LoadedSpec
-from blendspec.spec.model import Dpp, Mmr, Spec, Ssd
+from blendspec.spec.model import Spec
 
 BadRequestPolicy = Literal["error", "skip"]
 
@@ -215,8 +215,9 @@ class MetricColumns:
             return next((n for n, i in spec.inputs.items() if i.kind == kind), None)
 
         embedding = first("embedding")
-        if isinstance(spec.diversity, Ssd | Dpp | Mmr):
-            signals, _ = split_similarity(spec.diversity.similarity, ())
+        similarity = spec.diversity.similarity_formula()
+        if similarity is not None:
+            signals, _ = split_similarity(similarity, ())
             embedding = next((t.input for t in signals if t.signal == "cosine"), embedding)
         penalty = spec.semantic_id_penalty
         return cls(

@@ -38,12 +38,11 @@ from torch import Tensor
 from blendspec import ops
 from blendspec.compiler.graph import Graph, Node
 from blendspec.compiler.lower import BlendModule, TorchLowering
+from blendspec.diversity import BY_OP, DIVERSIFIERS
 from blendspec.io.dump import REQUEST_ID, DumpReader, RequestBatch
 from blendspec.ops._common import release_workspace
 from blendspec.spec.diagnostics import did_you_mean
 from blendspec.spec.loader import LoadedSpec
-
-SELECTION_OPS = ("greedy", "ssd", "dpp", "mmr")
 
 
 class ExplainError(Exception):
@@ -205,7 +204,7 @@ def _collect(
     n = int(batch.mask.shape[1])
     ids = [str(x) for x in batch.candidate_ids.cast(pa.string()).to_pylist()]
     selection = tracing.selection
-    select_node = next(node for node in graph.nodes if node.op in SELECTION_OPS)
+    select_node = next(node for node in graph.nodes if node.op in BY_OP)
     assert selection is not None and selection.steps is not None
     nodes = {node.id: node for node in graph.nodes}
 
@@ -238,9 +237,10 @@ def _collect(
         objective = text.split("*", 1)[1]
         terms.append((name, value, source, objective, _np(values[f_node], n)))
 
-    algorithm = select_node.op if select_node.op != "greedy" else "none"
+    plugin = BY_OP[select_node.op]
+    algorithm = plugin.name()
     params = {k: v for k, v in select_node.attrs.items() if k != "length"}
-    if algorithm == "none":
+    if not plugin.uses_features:
         relevance = _np(values[select_node.inputs[0]], n)
         keep_id, constraint_ids = select_node.inputs[1], select_node.inputs[2:]
         phi = None
@@ -430,46 +430,13 @@ class _Explainer:
         self.penalty_keys = [f"spacing[{k}]" for k in range(len(tr.spacing))]
         if tr.sid is not None:
             self.penalty_keys.append("semantic_id")
-        self.stopped_from = self._stop_step()
-
-    def _stop_step(self) -> int | None:
-        """First step from which DPP filled by relevance (it stops for good, so a suffix).
-
-        The trace then holds ``r`` instead of ``2α·r`` as the relevance term (an exact float64
-        product, so the comparison is exact) and 0 as the diversity term; with 2α = 1 or an
-        all-zero relevance only the latter tells the two apart.
-        """
-        tr = self.tr
-        if tr.algorithm != "dpp" or not tr.early_stop:
-            return None
-        two_alpha = 2.0 * float(tr.params["alpha"])
-        score, rel, div = tr.steps["score"], tr.steps["relevance"], tr.steps["diversity"]
-
-        def looks_stopped(t: int) -> bool:
-            open_ = np.isfinite(score[t])
-            r = tr.relevance[open_]
-            if two_alpha != 1.0 and np.any(r != 0):
-                return bool(np.array_equal(rel[t][open_], r))
-            return not div[t][open_].any()
-
-        start = None
-        for t in reversed(range(score.shape[0])):
-            if tr.picks[t] < 0:
-                continue
-            if not looks_stopped(t):
-                break
-            start = t
-        return start
+        self.plugin = DIVERSIFIERS[tr.algorithm]
+        self.stopped_from = self.plugin.stopped_from(
+            tr.params, tr.steps, tr.relevance, tr.picks, tr.early_stop
+        )
 
     def relevance_coefficient(self, t: int) -> float:
-        tr, p = self.tr, self.tr.params
-        if tr.algorithm == "ssd":
-            return float(p["theta"])
-        if tr.algorithm == "mmr":
-            return float(p["lam"])
-        if tr.algorithm == "dpp":
-            return 1.0 if self.stopped(t) else 2.0 * float(p["alpha"])
-        return 1.0
+        return self.plugin.relevance_coefficient(self.tr.params, self.stopped(t))
 
     def stopped(self, t: int) -> bool:
         return self.stopped_from is not None and t >= self.stopped_from
@@ -506,24 +473,13 @@ class _Explainer:
         )
 
     def diversity_detail(self, t: int, term: float) -> tuple[str | None, float | None]:
-        """The diversity term in the algorithm's own quantity: SSD's residual norm ‖v_i‖ (times
-        the window's volume for that variant), DPP's log-gain log d_i², MMR's max similarity."""
-        tr, p = self.tr, self.tr.params
-        if tr.algorithm == "ssd":
-            coef = (1.0 - float(p["theta"])) * float(p["gamma"])
-            kind = "residual norm × volume" if p["variant"] == "volume" else "residual norm"
-            return kind, (term / coef if coef else None) if t else None
-        if tr.algorithm == "dpp":
-            return ("log-gain", None) if self.stopped(t) else ("log-gain", term)
-        if tr.algorithm == "mmr":
-            coef = 1.0 - float(p["lam"])
-            return "max similarity", (-term / coef if coef and t else None)
-        return None, None
+        """The diversity term in the algorithm's own quantity (its plugin says which)."""
+        return self.plugin.diversity_detail(self.tr.params, t, term, self.stopped(t))
 
     def context(self, t: int) -> list[int]:
         """Positions the diversity term conditions on at step t."""
-        tr, p = self.tr, self.tr.params
-        window = p.get("window") if tr.algorithm in ("ssd", "dpp") else None
+        tr = self.tr
+        window = self.plugin.context_window(tr.params)
         start = max(0, t - window) if window else 0
         return [q for q in range(start, t) if tr.picks[q] >= 0]
 
@@ -536,8 +492,8 @@ class _Explainer:
             return None
         placed = [tr.picks[q] for q in positions]
         sims = tr.phi[placed] @ tr.phi[i]
-        if tr.algorithm == "ssd":
-            sims = sims - 1.0  # SSD's feature map carries a constant 1: report the spec's own
+        if self.plugin.feature_bias:
+            sims = sims - 1.0  # the feature map carries a constant 1: report the spec's own
         best = int(np.argmax(sims))  # the earliest position on ties
         return Similar(positions[best], tr.candidate_ids[placed[best]], float(sims[best]))
 
@@ -786,17 +742,11 @@ def _num(x: float | None, sign: bool = False) -> str:
 
 
 def _algorithm_line(e: Explanation | Traced) -> str:
-    p = e.params
-    if e.algorithm == "ssd":
-        detail = f"{p['variant']}, θ={p['theta']:g}, γ={p['gamma']:g}, window={p['window']}"
-    elif e.algorithm == "dpp":
-        window = f", window={p['window']}" if p.get("window") else ""
-        detail = f"α={p['alpha']:g}{window}, ε={p['epsilon']:g}"
-    elif e.algorithm == "mmr":
-        detail = f"λ={p['lam']:g}"
-    else:
+    plugin = DIVERSIFIERS[e.algorithm]
+    if not plugin.uses_features:
         return "no diversity (greedy by utility)"
-    return f"{e.algorithm} ({detail}, relevance = {p.get('relevance')}(utility))"
+    detail = plugin.describe(e.params)
+    return f"{e.algorithm} ({detail}, relevance = {e.params.get('relevance')}(utility))"
 
 
 def _margin(x: float) -> str:
@@ -870,7 +820,7 @@ def _header(e: Explanation) -> list[str]:
         f"weights: {weights}{action}",
         (
             "score = relevance − penalties"
-            if e.algorithm == "none"
+            if not DIVERSIFIERS[e.algorithm].uses_features
             else "score = relevance + diversity − penalties"
         )
         + "; #k is slate position k",
@@ -882,7 +832,7 @@ def render_text(e: Explanation, width: int = 160) -> str:
     for line in _header(e):
         console.print(line, markup=False)
     table = Table(box=box.SIMPLE_HEAD, show_lines=False, pad_edge=False)
-    diverse = e.algorithm != "none"
+    diverse = DIVERSIFIERS[e.algorithm].uses_features
     for name, justify in (
         ("pos", "right"), ("", "left"), ("candidate", "left"), ("score", "right"),
         ("utility (w×objective)", "left"), ("relevance", "left"),

@@ -24,7 +24,7 @@ from blendspec.review.changes import Impact, MetricComparison, RequestChange
 from blendspec.review.slates import bootstrap_interval, compare_slates, overlap_ks
 from blendspec.spec.forms import split_similarity
 from blendspec.spec.loader import LoadedSpec
-from blendspec.spec.model import Dpp, Mmr, Spec, Ssd
+from blendspec.spec.model import Spec
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +51,9 @@ class _Yardstick:
 
 def _runner_inputs(spec: Spec) -> dict[str, str | None]:
     embedding = None
-    if isinstance(spec.diversity, Ssd | Dpp | Mmr):
-        signals, _ = split_similarity(spec.diversity.similarity, ())
+    similarity = spec.diversity.similarity_formula()
+    if similarity is not None:
+        signals, _ = split_similarity(similarity, ())
         embedding = next((s.input for s in signals if s.signal == "cosine"), None)
     if embedding is None:
         embedding = next((n for n, i in spec.inputs.items() if i.kind == "embedding"), None)

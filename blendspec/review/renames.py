@@ -16,7 +16,7 @@ from typing import Any
 
 from blendspec.review.formulas import linear_form, rename_expr, same_form
 from blendspec.spec.forms import refs, split_similarity, split_utility
-from blendspec.spec.model import NoDiversity, Spec
+from blendspec.spec.model import Spec
 
 
 def _input_uses(spec: Spec) -> dict[str, set[str]]:
@@ -30,8 +30,9 @@ def _input_uses(spec: Spec) -> dict[str, set[str]]:
             uses[name].add("objective:" + repr(sorted(form.items())))
     for name, _ in refs(spec.utility, ()):
         uses[name].add("utility")
-    if not isinstance(spec.diversity, NoDiversity):
-        signals, _ = split_similarity(spec.diversity.similarity, ())
+    similarity = spec.diversity.similarity_formula()
+    if similarity is not None:
+        signals, _ = split_similarity(similarity, ())
         for signal in signals:
             uses[signal.input].add(f"similarity:{signal.signal}")
     for name in spec.spacing:

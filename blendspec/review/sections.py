@@ -37,7 +37,7 @@ from blendspec.review.wording import (
 from blendspec.spec.emit import format_expr, format_number
 from blendspec.spec.forms import split_similarity
 from blendspec.spec.loader import LoadedSpec
-from blendspec.spec.model import Dpp, Expr, Mmr, Ssd, Weight
+from blendspec.spec.model import Diversifier, Expr, Weight
 from blendspec.spec.syntax import KEY, PathKey
 
 BREAKING, BEHAVIOURAL, COSMETIC = Severity.breaking, Severity.behavioural, Severity.cosmetic
@@ -98,8 +98,9 @@ def _positions(
     return {rename(name): Member((*at, i), name) for i, name in enumerate(names)}
 
 
-def _diversity_params(diversity: Any) -> dict[str, Any]:
-    """The diversity algorithm's own parameters (not its name or similarity)."""
+def _diversity_params(diversity: Diversifier) -> dict[str, Any]:
+    """The diversity algorithm's own parameters (not its name or similarity): its plugin's
+    fields, compared one by one when the algorithm stays, shown together when it changes."""
     data = diversity.model_dump(mode="python", by_alias=True)
     data.pop("algorithm", None)
     data.pop("similarity", None)
@@ -614,8 +615,9 @@ class SectionDiffer:
                     f"{new.algorithm} {key}", value, params_new.get(key), at, at,
                     show=lambda v, k=key: setting_text(k, v),
                 )  # fmt: skip
-        if isinstance(old, Ssd | Dpp | Mmr) and isinstance(new, Ssd | Dpp | Mmr):
-            self._signals(old.similarity, new.similarity)
+        similarity_old, similarity_new = old.similarity_formula(), new.similarity_formula()
+        if similarity_old is not None and similarity_new is not None:
+            self._signals(similarity_old, similarity_new)
 
     def _signals(self, old: Expr, new: Expr) -> None:
         """Similarity signals keyed by (signal, input), their βs summed."""

@@ -21,7 +21,7 @@ from blendspec.spec.forms import (
     split_similarity,
     split_utility,
 )
-from blendspec.spec.model import MAX_ACTIONS, Dpp, Mmr, Spec, Ssd
+from blendspec.spec.model import MAX_ACTIONS, Spec
 from blendspec.spec.syntax import BIDI_CONTROLS, Document, PathKey, char_name
 
 
@@ -214,11 +214,11 @@ def check_weights(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 
 def check_diversity(ctx: CheckContext) -> Iterator[Diagnostic]:
-    diversity = ctx.spec.diversity
-    if not isinstance(diversity, Ssd | Dpp | Mmr):
+    similarity = ctx.spec.diversity.similarity_formula()
+    if similarity is None:
         return
     path = ("diversity", "similarity")
-    signals, problems = split_similarity(diversity.similarity, path)
+    signals, problems = split_similarity(similarity, path)
     yield from map(ctx.problem, problems)
     seen: set[tuple[str, str]] = set()
     for term in signals:
@@ -271,9 +271,8 @@ def check_windows(ctx: CheckContext) -> Iterator[Diagnostic]:
     spec = ctx.spec
     length = spec.slate.length
     windows: list[tuple[PathKey, int, int]] = []
-    diversity = spec.diversity
-    if isinstance(diversity, Ssd | Dpp) and diversity.window is not None:
-        windows.append((("diversity", "window"), diversity.window, length - 1))
+    for key, window in spec.diversity.windows():
+        windows.append((("diversity", key), window, length - 1))
     for name, spacing in spec.spacing.items():
         windows.append((("spacing", name, "window"), spacing.window, length - 1))
     if spec.semantic_id_penalty is not None:
@@ -391,8 +390,9 @@ def check_unused(ctx: CheckContext) -> Iterator[Diagnostic]:
     for expr in spec.objectives.values():
         used.update(name for name, _ in refs(expr, ()))
     used.update(name for name, _ in refs(spec.utility, ()))
-    if isinstance(spec.diversity, Ssd | Dpp | Mmr):
-        used.update(name for name, _ in refs(spec.diversity.similarity, ()))
+    similarity = spec.diversity.similarity_formula()
+    if similarity is not None:
+        used.update(name for name, _ in refs(similarity, ()))
     used.update(spec.spacing)
     if spec.semantic_id_penalty is not None:
         used.add(spec.semantic_id_penalty.input)
