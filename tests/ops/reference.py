@@ -2,7 +2,8 @@
 
 One function per operator, one request at a time, float64, no batching and no incremental tricks:
 residual vectors are updated explicitly (SSD), conditional variances are solved from the kernel
-(DPP), the max is recomputed over the selected set (MMR), penalties are summed term by term.
+(DPP), the max is recomputed over the selected set (MMR), the sum of distances and the coverage
+from the slate (MSD, COVER), penalties are summed term by term.
 Sums use ``math.fsum`` (correctly rounded), so two candidates whose scores are mathematically
 equal get bitwise equal scores: exact ties stay exact ties, and the tie rule (lower index) can be
 checked exactly.
@@ -401,6 +402,69 @@ def mmr(
         return out, np.full(n, abs(1.0 - lam) * 1e-6 * s_scale)
 
     return _greedy_loop(valid, c, slate_length, base, lambda *a: None, follow, 2e-6)
+
+
+def msd(
+    r: np.ndarray,
+    s: np.ndarray,
+    valid: np.ndarray,
+    c: RefConstraints,
+    slate_length: int,
+    theta: float,
+    follow=None,
+) -> RefResult:
+    """theta r_i + (1 - theta) sum_{j in S} (1 - S_ij); the first pick is the argmax of theta r_i
+    (of r_i itself at theta = 0, where theta r_i would tie everything)."""
+    r = np.asarray(r, np.float64)
+    n = len(r)
+    s_scale = max([abs(s[i, i]) for i in range(n) if valid[i]] + [1.0])
+
+    def base(t, slate, allowed):
+        if not slate:
+            return (r.copy() if theta == 0 else theta * r), np.zeros(n)
+        out = np.array(
+            [
+                math.fsum([theta * r[i], (1.0 - theta) * math.fsum([1.0 - s[i, j] for j in slate])])
+                for i in range(n)
+            ]
+        )
+        # float64 kernel rows summed in another order: ~1e-16 relative per pick.
+        return out, np.full(n, abs(1.0 - theta) * 1e-12 * len(slate) * (1.0 + s_scale))
+
+    return _greedy_loop(valid, c, slate_length, base, lambda *a: None, follow, 1e-9)
+
+
+def cover(
+    r: np.ndarray,
+    s: np.ndarray,
+    valid: np.ndarray,
+    c: RefConstraints,
+    slate_length: int,
+    theta: float,
+    gamma: float,
+    follow=None,
+) -> RefResult:
+    """theta r_i + (1 - theta) gain_i with gain_i = sum_j (acc_j + S+_ij)^gamma - sum_j acc_j^gamma
+    over the valid j, S+ = max(0, S), acc_j = sum_{k in S} S+_jk (recomputed from the slate at
+    every step); 0^gamma = 0. No theta = 0 rule: the first step's gain already ranks."""
+    r = np.asarray(r, np.float64)
+    n = len(r)
+    sp = np.where(np.outer(valid, valid), np.maximum(np.asarray(s, np.float64), 0.0), 0.0)
+    cols = [j for j in range(n) if valid[j]]
+
+    def base(t, slate, allowed):
+        acc = [math.fsum([sp[j, k] for k in slate]) for j in range(n)]
+        before = [acc[j] ** gamma for j in cols]
+        out, slack = np.zeros(n), np.zeros(n)
+        for i in range(n):
+            after = [(acc[j] + sp[i, j]) ** gamma for j in cols]
+            gain = math.fsum(after + [-x for x in before])
+            out[i] = math.fsum([theta * r[i], (1.0 - theta) * gain])
+            # float64 powers (1 ulp) and sums in another order, over every column.
+            slack[i] = abs(1.0 - theta) * 1e-12 * math.fsum(after + before + [1.0])
+        return out, slack
+
+    return _greedy_loop(valid, c, slate_length, base, lambda *a: None, follow, 1e-9)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1038,3 +1038,232 @@ void blend_set_threads(int n) {
     (void)n;
 #endif
 }
+
+/* out[i] += sum_k rows[k][i] * coef[k] with float32 inputs and a float64 sum, k = 0..n_rows-1 in
+   that order for every i (rows `stride` apart). A product of two float32 values is exact in
+   float64, so a fused multiply-add rounds as the separate operations do: the one rounding per
+   row is the sum's, in feature order, and a candidate's bits depend on its own inputs only
+   (trailing zero rows add exact zeros). Four rows per pass keep out[] in registers. */
+static void accumulate_xd(const float *restrict rows, size_t stride, const float *coef,
+                          int n_rows, int n, double *restrict out) {
+    int k = 0;
+    for (; k + 4 <= n_rows; k += 4) {
+        const float *r0 = rows + (size_t)k * stride, *r1 = r0 + stride, *r2 = r1 + stride,
+                    *r3 = r2 + stride;
+        double c0 = coef[k], c1 = coef[k + 1], c2 = coef[k + 2], c3 = coef[k + 3];
+        for (int i = 0; i < n; i++) {
+            double s = out[i];
+            s += (double)r0[i] * c0;
+            s += (double)r1[i] * c1;
+            s += (double)r2[i] * c2;
+            s += (double)r3[i] * c3;
+            out[i] = s;
+        }
+    }
+    for (; k < n_rows; k++) {
+        const float *r0 = rows + (size_t)k * stride;
+        double c0 = coef[k];
+        for (int i = 0; i < n; i++) out[i] += (double)r0[i] * c0;
+    }
+}
+
+/* MSD (DESIGN 3.7b), as ops/msd.py, in float64: theta r_i + (1 - theta) sum_{s in S}
+   (1 - <phi_i, phi_s>) - penalties with a running sum; one float64 kernel row per pick (float32
+   features read once, exact products). The first pick is the argmax of theta r_i - penalties
+   (r_i - penalties at theta = 0, where theta r_i would tie every candidate). */
+int blend_msd(int B, int N, int np, int D, int T, double theta, const float *relevance,
+              const uint8_t *valid, const float *features, const Constraints *c, int64_t *indices,
+              float *scores, int64_t *forced_out, double *steps) {
+    int n_planes = 4 + n_penalties(c);
+    if (n_planes > MAX_PLANES) return -1;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int b = 0; b < B; b++) {
+        State st;
+        double *planes[MAX_PLANES];
+        if (steps) plane_views(steps, sizeof(double), n_planes, b, B, T, np, (void **)planes);
+        double *rel = malloc(sizeof(double) * np), *dist = calloc(np, sizeof(double));
+        double *score = malloc(sizeof(double) * np), *div = calloc(np, sizeof(double));
+        double *sim = malloc(sizeof(double) * at_least_one(N));
+        float *phi_t = malloc(sizeof(float) * at_least_one(N) * at_least_one(D));
+        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !rel || !dist ||
+            !score || !div || !sim || !phi_t) {
+            failed = 1;
+        } else {
+            const float *r = relevance + (size_t)b * np;
+            const float *phi = features + (size_t)b * N * D;
+            load_f(phi, st.eligible, N, D, phi_t, NULL);
+            double div_coef = 1.0 - theta;
+            /* The first pick at theta = 0 is by relevance itself. */
+            for (int i = 0; i < np; i++) rel[i] = theta == 0.0 ? (double)r[i] : (double)r[i] * theta;
+            for (int t = 0; t < T; t++) {
+                if (t == 1 && theta == 0.0)
+                    for (int i = 0; i < np; i++) rel[i] = (double)r[i] * theta;
+                for (int i = 0; i < np; i++) {
+                    div[i] = t ? dist[i] * div_coef : 0.0;
+                    score[i] = t ? rel[i] + div[i] : rel[i];
+                }
+                int j = step_d(&st, t, score, rel, div, steps ? planes : NULL);
+                if (j < 0 || t == T - 1) break;
+                for (int i = 0; i < N; i++) sim[i] = 0.0;
+                accumulate_xd(phi_t, N, phi + (size_t)j * D, D, N, sim);
+                for (int i = 0; i < N; i++) dist[i] += 1.0 - sim[i];
+            }
+            state_finish(&st, forced_out);
+            if (steps) record_rest_d(st.filled, T, np, n_planes, planes);
+        }
+        state_free(&st);
+        free(rel);
+        free(dist);
+        free(score);
+        free(div);
+        free(sim);
+        free(phi_t);
+    }
+    return failed ? -1 : 0;
+}
+
+/* exp(x) for |x| < 700: fdlibm's e_exp.c (error below 1 ulp) without its branches for special
+   arguments, and 2^k from the bits of a shifted k, so that a loop over candidates vectorises. */
+static inline double exp_bounded(double x) {
+    const double shift = 0x1.8p52, inv_ln2 = 1.44269504088896338700e+00,
+                 ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
+                 p1 = 1.66666666666666019037e-01, p2 = -2.77777777770155933842e-03,
+                 p3 = 6.61375632143793436117e-05, p4 = -1.65339022054652515390e-06,
+                 p5 = 4.13813679705723846039e-08;
+    double kd = x * inv_ln2 + shift; /* round(x / ln 2) in the low bits */
+    uint64_t kbits;
+    memcpy(&kbits, &kd, sizeof kbits);
+    kd -= shift;
+    double hi = x - kd * ln2_hi, lo = kd * ln2_lo, r = hi - lo, t = r * r;
+    double c = r - t * (p1 + t * (p2 + t * (p3 + t * (p4 + t * p5))));
+    double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    uint64_t sbits = (kbits + 1023) << 52; /* the low 12 bits of k + 1023: 2^k */
+    double scale;
+    memcpy(&scale, &sbits, sizeof scale);
+    return y * scale;
+}
+
+/* out[i] = (a + x[i])^gamma for i < n, all a + x[i] >= 0, as exp(gamma log(.)); 0^gamma = 0
+   (gamma > 0). A nonzero a + x[i] is at least a product of two nonzero float32 values (2^-298):
+   normal, as log_normal needs. Three passes, each of which vectorises (one loop with the
+   selects does not). */
+static void cover_powers(const double *x, double a, double gamma, int n, double *restrict out) {
+    for (int i = 0; i < n; i++) {
+        double v = a + x[i];
+        out[i] = v > 0.0 ? v : 1.0;
+    }
+    for (int i = 0; i < n; i++) out[i] = exp_bounded(gamma * log_normal(out[i]));
+    for (int i = 0; i < n; i++) out[i] = a + x[i] > 0.0 ? out[i] : 0.0;
+}
+
+/* gain[i] += sum_j [(acc_j + S+_ji)^gamma - acc_j^gamma] for i < n, j in order; tmp holds n
+   values. `mode` 1 is gamma = 1/2 (a square root, as torch.pow computes it), 0 any other gamma. */
+static void cover_gains(const double *sim, size_t stride, const double *acc, const double *acc_g,
+                        int n, double gamma, int mode, double *restrict tmp,
+                        double *restrict gain) {
+    for (int j = 0; j < n; j++) {
+        const double *restrict row = sim + (size_t)j * stride;
+        double a = acc[j], ag = acc_g[j];
+        if (mode == 1) {
+            int i = 0;
+#ifdef __AVX__
+            /* vsqrtpd: the compiler keeps sqrt a call per element (errno for a negative input,
+               which a + S+ >= 0 never is); correctly rounded either way, the same bits. */
+            __m256d va = _mm256_set1_pd(a), vg = _mm256_set1_pd(ag);
+            for (; i + 4 <= n; i += 4) {
+                __m256d x = _mm256_sqrt_pd(_mm256_add_pd(va, _mm256_loadu_pd(row + i)));
+                _mm256_storeu_pd(gain + i,
+                                 _mm256_add_pd(_mm256_loadu_pd(gain + i), _mm256_sub_pd(x, vg)));
+            }
+#endif
+            for (; i < n; i++) gain[i] += sqrt(a + row[i]) - ag;
+        } else {
+            cover_powers(row, a, gamma, n, tmp);
+            for (int i = 0; i < n; i++) gain[i] += tmp[i] - ag;
+        }
+    }
+}
+
+/* COVER (DESIGN 3.7b), as ops/cover.py, in float64: theta r_i + (1 - theta) gain_i - penalties,
+   gain_i = sum_j [(acc_j + S+_ij)^gamma - acc_j^gamma] over the request's candidates j, with
+   S+_ij = max(0, <phi_i, phi_j>) computed once (N x N float64: each entry one sum in feature
+   order, so S+ is exactly symmetric and only its upper triangle is summed) and acc_j the sum of
+   S+_js over the slate so far. Every step recomputes every gain: O(N^2). At gamma = 1 the gain
+   is the row sum of S+, fixed. */
+int blend_cover(int B, int N, int np, int D, int T, double theta, double gamma,
+                const float *relevance, const uint8_t *valid, const float *features,
+                const Constraints *c, int64_t *indices, float *scores, int64_t *forced_out,
+                double *steps) {
+    int n_planes = 4 + n_penalties(c);
+    if (n_planes > MAX_PLANES || !(gamma > 0.0 && gamma <= 1.0)) return -1;
+    int mode = gamma == 1.0 ? 2 : gamma == 0.5 ? 1 : 0;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int b = 0; b < B; b++) {
+        State st;
+        double *planes[MAX_PLANES];
+        if (steps) plane_views(steps, sizeof(double), n_planes, b, B, T, np, (void **)planes);
+        size_t n = (size_t)at_least_one(N);
+        double *sim = malloc(sizeof(double) * n * n);
+        double *acc = calloc(n, sizeof(double)), *acc_g = calloc(n, sizeof(double));
+        double *gain = calloc(np, sizeof(double)), *rel = malloc(sizeof(double) * np);
+        double *score = malloc(sizeof(double) * np), *div = malloc(sizeof(double) * np);
+        double *tmp = malloc(sizeof(double) * n);
+        float *phi_t = malloc(sizeof(float) * n * at_least_one(D));
+        if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !sim || !acc || !acc_g ||
+            !gain || !rel || !score || !div || !tmp || !phi_t) {
+            failed = 1;
+        } else {
+            const float *r = relevance + (size_t)b * np;
+            const float *phi = features + (size_t)b * N * D;
+            load_f(phi, st.eligible, N, D, phi_t, NULL);
+            /* Rows of padding candidates stay zero: their features may hold NaN. */
+            for (int j = 0; j < N; j++) {
+                double *row = sim + (size_t)j * n;
+                for (int i = j; i < N; i++) row[i] = 0.0;
+                if (st.eligible[j])
+                    accumulate_xd(phi_t + j, N, phi + (size_t)j * D, D, N - j, row + j);
+                for (int i = j; i < N; i++) row[i] = row[i] > 0.0 ? row[i] : 0.0;
+                for (int i = 0; i < j; i++) row[i] = sim[(size_t)i * n + j];
+            }
+            if (mode == 2)
+                for (int j = 0; j < N; j++)
+                    for (int i = 0; i < N; i++) gain[i] += sim[(size_t)j * n + i];
+            double div_coef = 1.0 - theta;
+            for (int i = 0; i < np; i++) rel[i] = (double)r[i] * theta;
+            for (int t = 0; t < T; t++) {
+                if (mode != 2) {
+                    for (int i = 0; i < np; i++) gain[i] = 0.0;
+                    cover_gains(sim, n, acc, acc_g, N, gamma, mode, tmp, gain);
+                }
+                for (int i = 0; i < np; i++) {
+                    div[i] = gain[i] * div_coef;
+                    score[i] = rel[i] + div[i];
+                }
+                int j = step_d(&st, t, score, rel, div, steps ? planes : NULL);
+                if (j < 0 || t == T - 1) break;
+                if (mode == 2) continue;
+                const double *row = sim + (size_t)j * n;
+                for (int i = 0; i < N; i++) acc[i] += row[i];
+                if (mode == 1)
+                    for (int i = 0; i < N; i++) acc_g[i] = sqrt(acc[i]);
+                else
+                    cover_powers(acc, 0.0, gamma, N, acc_g);
+            }
+            state_finish(&st, forced_out);
+            if (steps) record_rest_d(st.filled, T, np, n_planes, planes);
+        }
+        state_free(&st);
+        free(sim);
+        free(acc);
+        free(acc_g);
+        free(gain);
+        free(rel);
+        free(score);
+        free(div);
+        free(tmp);
+        free(phi_t);
+    }
+    return failed ? -1 : 0;
+}
