@@ -1123,25 +1123,35 @@ int blend_msd(int B, int N, int np, int D, int T, double theta, const float *rel
     return failed ? -1 : 0;
 }
 
-/* exp(x) for |x| < 700: fdlibm's e_exp.c (error below 1 ulp) without its branches for special
-   arguments, and 2^k from the bits of a shifted k, so that a loop over candidates vectorises. */
+/* exp(x) for |x| < 700, vectorisable: x = k ln 2 + r with |r| <= ln 2 / 2 (Cody-Waite, fdlibm's
+   split of ln 2), exp(r) by its Taylor polynomial of degree 13 (truncation below 1e-17 relative;
+   no division), and 2^k from the bits of a shifted k. Within 2 ulp of exp. */
 static inline double exp_bounded(double x) {
     const double shift = 0x1.8p52, inv_ln2 = 1.44269504088896338700e+00,
-                 ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
-                 p1 = 1.66666666666666019037e-01, p2 = -2.77777777770155933842e-03,
-                 p3 = 6.61375632143793436117e-05, p4 = -1.65339022054652515390e-06,
-                 p5 = 4.13813679705723846039e-08;
+                 ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
     double kd = x * inv_ln2 + shift; /* round(x / ln 2) in the low bits */
     uint64_t kbits;
     memcpy(&kbits, &kd, sizeof kbits);
     kd -= shift;
-    double hi = x - kd * ln2_hi, lo = kd * ln2_lo, r = hi - lo, t = r * r;
-    double c = r - t * (p1 + t * (p2 + t * (p3 + t * (p4 + t * p5))));
-    double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    double r = (x - kd * ln2_hi) - kd * ln2_lo;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
     uint64_t sbits = (kbits + 1023) << 52; /* the low 12 bits of k + 1023: 2^k */
     double scale;
     memcpy(&scale, &sbits, sizeof scale);
-    return y * scale;
+    return p * scale;
 }
 
 /* out[i] = (a + x[i])^gamma for i < n, all a + x[i] >= 0, as exp(gamma log(.)); 0^gamma = 0
@@ -1185,6 +1195,72 @@ static void cover_gains(const double *sim, size_t stride, const double *acc, con
     }
 }
 
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+/* S+ = max(0, phi phi^T) of one request into sim [N, stride], every entry one float64 sum over
+   the features in order with exact products (as accumulate_xd): S+ is exactly symmetric, so only
+   the blocks on and above the diagonal are summed, 4 rows by 8 columns at a time in registers
+   (each row of phi^T read once per 4 rows of S+), then mirrored. Rows and columns of padding
+   candidates are zero (their features may hold NaN). cj holds 4 D values. */
+static void cover_similarities(const float *phi, const float *phi_t, const uint8_t *eligible,
+                               int N, int D, size_t stride, double *sim, double *cj) {
+    for (int j0 = 0; j0 < N; j0 += 4) {
+        int jn = N - j0 < 4 ? N - j0 : 4;
+        for (int k = 0; k < D; k++)
+            for (int q = 0; q < 4; q++)
+                cj[(size_t)k * 4 + q] =
+                    q < jn && eligible[j0 + q] ? (double)phi[(size_t)(j0 + q) * D + k] : 0.0;
+        double *out[4];
+        for (int q = 0; q < 4; q++) out[q] = sim + (size_t)(j0 + (q < jn ? q : 0)) * stride;
+        int i = j0;
+        for (; i + 8 <= N; i += 8) {
+            v4d a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+            for (int k = 0; k < D; k++) {
+                const float *x = phi_t + (size_t)k * N + i;
+#ifdef __AVX__
+                /* One vcvtps2pd each (GCC 12 splits the generic conversion into halves). */
+                v4d x0 = (v4d)_mm256_cvtps_pd(_mm_loadu_ps(x));
+                v4d x1 = (v4d)_mm256_cvtps_pd(_mm_loadu_ps(x + 4));
+#else
+                v4f f0, f1;
+                memcpy(&f0, x, sizeof f0);
+                memcpy(&f1, x + 4, sizeof f1);
+                v4d x0 = __builtin_convertvector(f0, v4d), x1 = __builtin_convertvector(f1, v4d);
+#endif
+                const double *c = cj + (size_t)k * 4;
+                a0 += x0 * c[0];
+                a1 += x1 * c[0];
+                b0 += x0 * c[1];
+                b1 += x1 * c[1];
+                c0 += x0 * c[2];
+                c1 += x1 * c[2];
+                d0 += x0 * c[3];
+                d1 += x1 * c[3];
+            }
+            v4d acc[8] = {a0, a1, b0, b1, c0, c1, d0, d1};
+            for (int q = jn - 1; q >= 0; q--) {
+                memcpy(out[q] + i, &acc[2 * q], sizeof(v4d));
+                memcpy(out[q] + i + 4, &acc[2 * q + 1], sizeof(v4d));
+            }
+        }
+        for (; i < N; i++) {
+            double acc[4] = {0.0, 0.0, 0.0, 0.0};
+            for (int k = 0; k < D; k++) {
+                double x = phi_t[(size_t)k * N + i];
+                for (int q = 0; q < 4; q++) acc[q] += x * cj[(size_t)k * 4 + q];
+            }
+            for (int q = jn - 1; q >= 0; q--) out[q][i] = acc[q];
+        }
+    }
+    for (int j = 0; j < N; j++) {
+        double *row = sim + (size_t)j * stride;
+        for (int i = j; i < N; i++) row[i] = row[i] > 0.0 ? row[i] : 0.0;
+    }
+    for (int j = 0; j < N; j++)
+        for (int i = 0; i < j; i++) sim[(size_t)j * stride + i] = sim[(size_t)i * stride + j];
+}
+
 /* COVER (DESIGN 3.7b), as ops/cover.py, in float64: theta r_i + (1 - theta) gain_i - penalties,
    gain_i = sum_j [(acc_j + S+_ij)^gamma - acc_j^gamma] over the request's candidates j, with
    S+_ij = max(0, <phi_i, phi_j>) computed once (N x N float64: each entry one sum in feature
@@ -1209,24 +1285,16 @@ int blend_cover(int B, int N, int np, int D, int T, double theta, double gamma,
         double *acc = calloc(n, sizeof(double)), *acc_g = calloc(n, sizeof(double));
         double *gain = calloc(np, sizeof(double)), *rel = malloc(sizeof(double) * np);
         double *score = malloc(sizeof(double) * np), *div = malloc(sizeof(double) * np);
-        double *tmp = malloc(sizeof(double) * n);
+        double *tmp = malloc(sizeof(double) * n), *cj = malloc(sizeof(double) * 4 * at_least_one(D));
         float *phi_t = malloc(sizeof(float) * n * at_least_one(D));
         if (!state_init(&st, c, b, B, np, T, valid, indices, scores) || !sim || !acc || !acc_g ||
-            !gain || !rel || !score || !div || !tmp || !phi_t) {
+            !gain || !rel || !score || !div || !tmp || !cj || !phi_t) {
             failed = 1;
         } else {
             const float *r = relevance + (size_t)b * np;
             const float *phi = features + (size_t)b * N * D;
             load_f(phi, st.eligible, N, D, phi_t, NULL);
-            /* Rows of padding candidates stay zero: their features may hold NaN. */
-            for (int j = 0; j < N; j++) {
-                double *row = sim + (size_t)j * n;
-                for (int i = j; i < N; i++) row[i] = 0.0;
-                if (st.eligible[j])
-                    accumulate_xd(phi_t + j, N, phi + (size_t)j * D, D, N - j, row + j);
-                for (int i = j; i < N; i++) row[i] = row[i] > 0.0 ? row[i] : 0.0;
-                for (int i = 0; i < j; i++) row[i] = sim[(size_t)i * n + j];
-            }
+            cover_similarities(phi, phi_t, st.eligible, N, D, n, sim, cj);
             if (mode == 2)
                 for (int j = 0; j < N; j++)
                     for (int i = 0; i < N; i++) gain[i] += sim[(size_t)j * n + i];
@@ -1263,6 +1331,7 @@ int blend_cover(int B, int N, int np, int D, int T, double theta, double gamma,
         free(score);
         free(div);
         free(tmp);
+        free(cj);
         free(phi_t);
     }
     return failed ? -1 : 0;
