@@ -9,7 +9,6 @@ from torch import Tensor
 
 from blendspec.ops._common import check_common, pad_candidates, padded_width, sanitize
 from blendspec.ops.constraints import (
-    ConstraintState,
     GreedyConstraints,
     PreparedConstraints,
     prepare_constraints,
@@ -35,7 +34,7 @@ class Prepared:
         the penalties in the order ``ConstraintState.penalties`` returns them."""
         if not trace:
             return None
-        return ["relevance", "diversity", *ConstraintState.names_of(self.constraints)]
+        return ["relevance", "diversity", *self.constraints.names]
 
 
 def prepare(

@@ -8,7 +8,8 @@ requirement; ``CC`` picks it) and loaded with ctypes.
 
 The torch path stays: it is what ``torch.export`` traces (a served artifact needs torch alone),
 it runs on non-CPU tensors, and it is used without a compiler, with ``BLENDSPEC_NATIVE=0`` or
-inside ``kernels("torch")``. Both paths follow the same formulas and pick the same slates; their
+inside ``kernels("torch")``, and for any call carrying a constraint kind the C loop does not know
+(``usable``). Both paths follow the same formulas and pick the same slates; their
 scores can differ in the last bits of float32 (sums run in a different order), so only the torch
 path reproduces an exported artifact bit for bit.
 """
@@ -25,15 +26,22 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor
 
 from blendspec.ops._greedy import STEP_EXTRAS, Selection
-from blendspec.ops.constraints import PreparedConstraints, _harmonic_unit
+from blendspec.ops.constraints import (
+    CategoryCap,
+    PreparedConstraints,
+    SemanticIdPenalty,
+    SoftSpacing,
+    _harmonic_unit,
+)
 
 SOURCE = Path(__file__).parent / "csrc" / "greedy.c"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
@@ -190,8 +198,9 @@ def library() -> ctypes.CDLL | None:
         return _library
 
 
-def usable(*tensors: Tensor) -> bool:
-    """Whether an operator call can take the compiled loop."""
+def available(*tensors: Tensor) -> bool:
+    """Whether compiled code may run on these tensors at all: asked for, on the CPU, built.
+    A greedy loop asks ``usable``, which also checks its constraints."""
     if _choice.get() == "torch" or torch.compiler.is_compiling():
         return False
     if any(t.device.type != "cpu" for t in tensors):
@@ -199,12 +208,57 @@ def usable(*tensors: Tensor) -> bool:
     return library() is not None
 
 
+def usable(*tensors: Tensor, constraints: PreparedConstraints) -> bool:
+    """Whether an operator call can take the compiled loop.
+
+    ``constraints`` (the call's prepared constraints) is required, not defaulted: greedy.c reads
+    the built-in kinds from fixed struct fields and would silently drop any other, so an
+    operator must not be able to ask without saying what its call carries. A call with a kind
+    greedy.c does not know (``Constraint.native`` False) runs on the torch path; with
+    ``BLENDSPEC_DEBUG`` set, a ``RuntimeWarning`` names the kind, since that path is slower.
+    ``run_loop`` checks again and refuses such a call outright.
+    """
+    if not available(*tensors):
+        return False
+    unknown = constraints.non_native
+    if unknown:
+        if os.environ.get("BLENDSPEC_DEBUG"):
+            warnings.warn(
+                f"the compiled loop does not know the constraint kind(s) {', '.join(unknown)}: "
+                "this call runs on the torch path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
+    return True
+
+
 def _ptr(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
+_KINDS = (SoftSpacing, SemanticIdPenalty, CategoryCap)
+"""The kinds greedy.c's ``Constraints`` struct lays out (exact classes: a subclass may compute
+something else), in the order its loops subtract their penalties: spacing, then semantic ID."""
+
+
 def _constraints(c: PreparedConstraints, keep: list[Tensor]) -> _Constraints:
-    """The C view of the prepared constraints; ``keep`` holds the tensors it points into."""
+    """The C view of the prepared constraints; ``keep`` holds the tensors it points into.
+
+    Built from the known kinds only. Anything else here is a bug (``usable`` refuses such a
+    call): the C loop would ignore it and pick other slates than the torch path, so it fails."""
+    unknown = [
+        f"{r.label} ({type(r.record).__name__})" for r in c.records if type(r.record) not in _KINDS
+    ]
+    spacing = [r for r in c.records if type(r.record) is SoftSpacing]
+    sids = [r for r in c.records if type(r.record) is SemanticIdPenalty]
+    caps = [r for r in c.records if type(r.record) is CategoryCap]
+    penalties = [r.label for r in c.records if r.record.penalizes]
+    if unknown or len(sids) > 1 or penalties != [r.label for r in spacing + sids]:
+        raise AssertionError(
+            f"the compiled loop cannot run constraints {[r.label for r in c.records]}"
+            + (f": it does not know {', '.join(unknown)}" if unknown else "")
+        )
 
     def hold(t: Tensor) -> ctypes.c_void_p:
         t = t.contiguous()
@@ -212,32 +266,38 @@ def _constraints(c: PreparedConstraints, keep: list[Tensor]) -> _Constraints:
         return _ptr(t)
 
     out = _Constraints()
-    if c.spacing:
-        units = [_harmonic_unit(s.window, 1) for s in c.spacing]
-        out.n_spacing = len(c.spacing)
-        out.spacing_flags = hold(torch.stack([f.to(torch.float32) for f in c.spacing_flags]))
-        out.spacing_window = hold(torch.tensor([s.window for s in c.spacing], dtype=torch.int32))
+    if spacing:
+        sets = [cast(SoftSpacing, r.record) for r in spacing]
+        units = [_harmonic_unit(s.window, 1) for s in sets]
+        out.n_spacing = len(sets)
+        out.spacing_flags = hold(
+            torch.stack([r.tensors["flags"].to(torch.float32) for r in spacing])
+        )
+        out.spacing_window = hold(torch.tensor([s.window for s in sets], dtype=torch.int32))
         out.spacing_unit = hold(torch.tensor([u for u, _ in units], dtype=torch.float64))
         out.spacing_scale = hold(
             torch.tensor(
-                [s.coefficient * scale for s, (_, scale) in zip(c.spacing, units, strict=True)],
+                [s.coefficient * scale for s, (_, scale) in zip(sets, units, strict=True)],
                 dtype=torch.float64,
             )
         )
-    if c.sid is not None and c.sid_prefix is not None:
-        levels = c.sid_prefix.shape[1]
-        unit, scale = _harmonic_unit(c.sid.window, levels)
+    if sids:
+        sid = cast(SemanticIdPenalty, sids[0].record)
+        prefix = sids[0].tensors["prefix"]
+        levels = prefix.shape[1]
+        unit, scale = _harmonic_unit(sid.window, levels)
         out.sid_levels = levels
-        out.sid_prefix = hold(c.sid_prefix.to(torch.float32))
-        out.sid_window = c.sid.window
-        out.sid_min_prefix = c.sid.min_prefix
+        out.sid_prefix = hold(prefix.to(torch.float32))
+        out.sid_window = sid.window
+        out.sid_min_prefix = sid.min_prefix
         out.sid_unit = unit
-        out.sid_scale = c.sid.coefficient * scale / levels
-    if c.caps:
-        out.n_caps = len(c.caps)
-        out.cap_ranks = hold(torch.stack([r.to(torch.int64) for r in c.cap_ranks]))
-        out.cap_max = hold(torch.tensor([k.max_count for k in c.caps], dtype=torch.int32))
-        out.cap_window = hold(torch.tensor([k.window for k in c.caps], dtype=torch.int32))
+        out.sid_scale = sid.coefficient * scale / levels
+    if caps:
+        rules = [cast(CategoryCap, r.record) for r in caps]
+        out.n_caps = len(caps)
+        out.cap_ranks = hold(torch.stack([r.tensors["ranks"].to(torch.int64) for r in caps]))
+        out.cap_max = hold(torch.tensor([k.max_count for k in rules], dtype=torch.int32))
+        out.cap_window = hold(torch.tensor([k.window for k in rules], dtype=torch.int32))
     return out
 
 
@@ -260,7 +320,9 @@ def run_loop(
     Every loop of ``greedy.c`` shares this calling convention: ``(B, N, Np, D, T, *params,
     relevance, valid, features, constraints, indices, scores, forced[, stops], steps)``, the
     ``stops`` output only for a loop that can stop early (``early_stops``). A new diversifier's
-    wrapper calls this; nothing here names the algorithms."""
+    wrapper calls this; nothing here names the algorithms. Every compiled call passes here, so
+    this is where a constraint kind greedy.c does not know is refused (``AssertionError``) even
+    if an operator skipped ``usable``: never dropped silently."""
     lib = library()
     assert lib is not None
     b, width = valid.shape

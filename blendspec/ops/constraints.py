@@ -1,18 +1,27 @@
 """Penalties and caps applied inside every greedy loop (DESIGN §3.5, §3.6, §3.8).
 
-The public dataclasses are what the compiler lowers a spec into. ``_ConstraintState`` is their
-per-chunk runtime: it keeps O(N) or O(N*w) state per request so that each step costs a few
-vectorised ops, independent of the step index, with no Python work per request.
+Each kind of constraint is one class, a ``Constraint``, that carries everything the loops need
+from it: its validation against the batch, its window clamped to the slate, its padded tensors and
+its per-chunk running state (``RunningConstraint``). The loops, ``prepare_constraints`` and
+``ConstraintState`` only iterate over records, so a new kind is one new class passed in
+``GreedyConstraints.extra``: nothing central switches on the kinds. The one place that must know
+them is the compiled loop (``csrc/greedy.c``), whose C struct has fields for the three built-in
+kinds only; ``Constraint.native`` says whether greedy.c knows a kind, and ``_native.usable``
+sends any call carrying a kind it does not know down the torch path.
 
-Arithmetic is organised so that two candidates with identical inputs always get bitwise identical
-penalties (ties must go to the lower index), and so that nothing depends on the batch.
+The running states keep O(N) or O(N*w) state per request so that each step costs a few vectorised
+ops, independent of the step index, with no Python work per request. Arithmetic is organised so
+that two candidates with identical inputs always get bitwise identical penalties (ties must go to
+the lower index), and so that nothing depends on the batch.
 """
 
 from __future__ import annotations
 
+import abc
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import torch
 from torch import Tensor
@@ -23,8 +32,105 @@ if TYPE_CHECKING:
     from blendspec.ops._greedy import Selector
 
 
+class RunningConstraint:
+    """The per-chunk state of one constraint in a lock-step greedy loop.
+
+    A loop asks every record's state, at every step t, for ``penalty(t)`` (the term subtracted
+    from each candidate's score) and ``violations()`` (whether taking a candidate now would break
+    a rule), picks, then reports the pick with ``update``. The defaults are those of a constraint
+    that does neither, so a kind overrides only what it does.
+    """
+
+    def penalty(self, t: int) -> Tensor | None:
+        """The penalty ``[b, Np]`` at step t in the loop's dtype (subtracted from the score),
+        None for a kind that does not penalise (``Constraint.penalizes`` is False)."""
+        return None
+
+    def violations(self) -> Tensor | None:
+        """``[b, Np]`` 1.0 where taking the candidate now breaks the rule, else 0.0; None for a
+        kind that never excludes (``Constraint.excludes`` is False)."""
+        return None
+
+    def update(self, t: int, j: Tensor, selector: Selector) -> None:
+        """Record the pick ``j`` ``[b, 1]`` of step t (``selector.last_active()`` says whether a
+        request still had a candidate to take)."""
+
+
+class Constraint(abc.ABC):
+    """One kind of in-loop constraint: a frozen dataclass of its inputs and parameters.
+
+    Its tensors are batch-major (``[B, N, ...]``, as the operators receive them). A kind
+    implements ``prepare`` and ``start`` and, where it applies, ``validate`` and ``clamp``; its
+    class attributes tell the loops what it does:
+
+    * ``penalizes``: ``penalty(t)`` returns a term (one trace component, named by its label);
+    * ``excludes``: ``violations()`` returns what a cap-like rule removes from a step's argmax
+      (when every candidate violates, the best one is taken and the step counted, DESIGN §3.8);
+    * ``native``: greedy.c's loops know this very class. Not inherited (see
+      ``__init_subclass__``): a subclass that changed the arithmetic would otherwise be run by C
+      code that still does the parent's.
+    * ``name``: the stem of its label in ``GreedyConstraints.extra`` (``f"{name}[k]"``), which is
+      also its trace name and the field named by its error messages.
+    """
+
+    name: ClassVar[str]
+    native: ClassVar[bool] = False
+    penalizes: ClassVar[bool] = False
+    excludes: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "native" not in cls.__dict__:
+            cls.native = False
+        if not getattr(cls, "name", ""):
+            cls.name = cls.__name__
+
+    def validate(self, shape: tuple[int, int], label: str) -> None:  # noqa: B027
+        """Raise ValueError, naming ``label`` and the field, on inputs that do not fit a batch of
+        ``shape`` (B, N) or parameters out of range. Runs before anything is computed."""
+
+    def clamp(self, slate_length: int) -> Self:
+        """This record with its window clamped to the slate (``clamp_window``); itself if it
+        has no window or already fits. Clamping bounds every buffer by min(w, T) for windows
+        as long as a spec allows, and makes a window of w >= T the same input as T, bits
+        included."""
+        return self
+
+    @abc.abstractmethod
+    def prepare(self, mask: Tensor, width: int) -> dict[str, Tensor]:
+        """Its tensors with padding sanitised and the candidate axis padded to ``width``
+        (``padded``), each batch-major so that a chunk of requests is a slice of each. Runs once
+        per call: per-request work that the steps would repeat (dense ranks) belongs here."""
+
+    @abc.abstractmethod
+    def start(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> RunningConstraint:
+        """The running state for one chunk (``tensors`` is ``prepare``'s output for its
+        requests) of a loop of ``slate_length`` steps whose scores are ``dtype``."""
+
+
+def clamp_window(window: int, slate_length: int) -> int:
+    """min(window, T), with T at least 1 (0 stays 0).
+
+    A window of w >= T acts exactly as one of T: sums over the min(w, t) previous positions,
+    t < T, and a count over the trailing window never loses a position within T steps either
+    way."""
+    return min(window, max(slate_length, 1))
+
+
+def padded(x: Tensor, mask: Tensor, width: int, fill: float | bool | int = 0) -> Tensor:
+    """``x`` ``[B, N, ...]`` with its padding rows set to ``fill`` (padding may hold NaN or
+    garbage) and its candidate axis padded to ``width`` with ``fill``."""
+    return pad_candidates(sanitize(x, mask, fill), width, fill)
+
+
+def _int_at_least(value: object, least: int) -> bool:
+    return isinstance(value, int) and value >= least
+
+
 @dataclass(frozen=True)
-class SoftSpacing:
+class SoftSpacing(Constraint):
     """Soft spacing for one sensitive set R (§3.5).
 
     At position t a candidate in R pays ``coefficient * sum_{d=1..window} (1/d) [s_{t-d} in R]``.
@@ -35,9 +141,32 @@ class SoftSpacing:
     window: int
     coefficient: float
 
+    name: ClassVar[str] = "spacing"
+    native: ClassVar[bool] = True
+    penalizes: ClassVar[bool] = True
+
+    def validate(self, shape: tuple[int, int], label: str) -> None:
+        if tuple(self.flags.shape) != shape:
+            raise ValueError(f"{label}.flags must be {shape}, got {tuple(self.flags.shape)}")
+        if not _int_at_least(self.window, 0):
+            raise ValueError(f"{label}.window must be an int >= 0, got {self.window!r}")
+
+    def clamp(self, slate_length: int) -> Self:
+        window = clamp_window(self.window, slate_length)
+        return self if window == self.window else replace(self, window=window)
+
+    def prepare(self, mask: Tensor, width: int) -> dict[str, Tensor]:
+        flags = sanitize(self.flags.bool(), mask, False).to(torch.float32)
+        return {"flags": pad_candidates(flags, width)}  # [B, Np] float32 0/1
+
+    def start(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> RunningConstraint:
+        return _SpacingState(self, tensors["flags"], slate_length, dtype)
+
 
 @dataclass(frozen=True)
-class SemanticIdPenalty:
+class SemanticIdPenalty(Constraint):
     """Semantic-ID prefix-overlap penalty (§3.6).
 
     ``pen_i(t) = coefficient * sum_{d=1..window} (1/d) [lcp(i, s_{t-d}) >= min_prefix] lcp / L``
@@ -49,9 +178,37 @@ class SemanticIdPenalty:
     min_prefix: int
     coefficient: float
 
+    name: ClassVar[str] = "semantic_id"
+    native: ClassVar[bool] = True
+    penalizes: ClassVar[bool] = True
+
+    def validate(self, shape: tuple[int, int], label: str) -> None:
+        if self.codes.dim() != 3 or tuple(self.codes.shape[:2]) != shape:
+            raise ValueError(f"{label}.codes must be [B, N, L], got {tuple(self.codes.shape)}")
+        if not _int_at_least(self.window, 0):
+            raise ValueError(f"{label}.window must be an int >= 0, got {self.window!r}")
+        if not _int_at_least(self.min_prefix, 0):
+            raise ValueError(f"{label}.min_prefix must be an int >= 0, got {self.min_prefix!r}")
+
+    def clamp(self, slate_length: int) -> Self:
+        window = clamp_window(self.window, slate_length)
+        return self if window == self.window else replace(self, window=window)
+
+    def prepare(self, mask: Tensor, width: int) -> dict[str, Tensor]:
+        # Dense prefix ranks, once: per-step equality tests become comparisons of small floats.
+        codes = sanitize(self.codes.long(), mask)
+        ranks = prefix_ranks(codes, mask).to(torch.float32)  # ranks < N < 2**24: exact
+        prefix = pad_candidates(ranks.transpose(1, 2), width, -1.0).transpose(1, 2)
+        return {"prefix": prefix.contiguous()}  # [B, L, Np] float32
+
+    def start(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> RunningConstraint:
+        return _SemanticIdState(self, tensors["prefix"], slate_length, dtype)
+
 
 @dataclass(frozen=True)
-class CategoryCap:
+class CategoryCap(Constraint):
     """At most ``max_count`` of one category in any ``window`` consecutive slate positions (§3.8).
 
     A violating candidate is excluded from a step's argmax unless every remaining candidate
@@ -62,14 +219,110 @@ class CategoryCap:
     max_count: int
     window: int
 
+    name: ClassVar[str] = "caps"
+    native: ClassVar[bool] = True
+    excludes: ClassVar[bool] = True
+
+    def validate(self, shape: tuple[int, int], label: str) -> None:
+        if tuple(self.categories.shape) != shape:
+            raise ValueError(
+                f"{label}.categories must be {shape}, got {tuple(self.categories.shape)}"
+            )
+        if not _int_at_least(self.window, 1):
+            raise ValueError(f"{label}.window must be an int >= 1, got {self.window!r}")
+        if not _int_at_least(self.max_count, 0):
+            raise ValueError(f"{label}.max_count must be an int >= 0, got {self.max_count!r}")
+
+    def clamp(self, slate_length: int) -> Self:
+        window = clamp_window(self.window, slate_length)
+        return self if window == self.window else replace(self, window=window)
+
+    def prepare(self, mask: Tensor, width: int) -> dict[str, Tensor]:
+        # Dense in-request ranks, once: the counts are then a gather and a scatter per step.
+        ranks, _ = dense_ranks(sanitize(self.categories.long(), mask), mask)
+        return {"ranks": pad_candidates(ranks, width)}  # [B, Np] int64
+
+    def start(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> RunningConstraint:
+        return _CapState(self, tensors["ranks"], slate_length, dtype)
+
+
+_BUILT_IN = (SoftSpacing, SemanticIdPenalty, CategoryCap)
+"""The kinds with a field of their own in ``GreedyConstraints``."""
+
+
+def _expect(record: object, kind: type, label: str) -> None:
+    if not isinstance(record, kind):
+        raise TypeError(f"{label} must be a {kind.__name__}, got {type(record).__name__}")
+
 
 @dataclass(frozen=True)
 class GreedyConstraints:
-    """Everything that acts inside the greedy loop besides the algorithm's own score."""
+    """Everything that acts inside the greedy loop besides the algorithm's own score.
+
+    The three built-in kinds have named fields (what the compiler lowers a spec into, and what
+    explain and the tests read); any other kind goes in ``extra``, so that a new kind needs no
+    new field here. ``items`` is the one order every loop follows: its penalties are subtracted
+    in that order and traced under those labels (explain's golden files depend on both).
+    """
 
     spacing: tuple[SoftSpacing, ...] = ()
     semantic_id: SemanticIdPenalty | None = None
     caps: tuple[CategoryCap, ...] = ()
+    extra: tuple[Constraint, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A built-in kind anywhere but in its field would change the penalty order and the
+        # labels, and the C loop (which lays the built-in kinds out by field) would reorder it.
+        for k, s in enumerate(self.spacing):
+            _expect(s, SoftSpacing, f"spacing[{k}]")
+        if self.semantic_id is not None:
+            _expect(self.semantic_id, SemanticIdPenalty, "semantic_id")
+        for k, cap in enumerate(self.caps):
+            _expect(cap, CategoryCap, f"caps[{k}]")
+        for k, record in enumerate(self.extra):
+            _expect(record, Constraint, f"extra[{k}]")
+            if isinstance(record, _BUILT_IN):
+                raise TypeError(
+                    f"extra[{k}] is a {type(record).__name__}: it goes in its own field"
+                )
+        labels = [label for label, _ in self.items]
+        for label in labels:
+            if labels.count(label) > 1:  # a kind named like a field: two "spacing[0]" terms
+                raise ValueError(f"two constraints are labelled {label!r}; rename one kind")
+
+    @classmethod
+    def of(cls, records: Sequence[Constraint]) -> GreedyConstraints:
+        """The records sorted into the fields by kind (order kept within a kind), any other kind
+        into ``extra``: what a caller that gathers records of every kind wants."""
+        sid = [r for r in records if isinstance(r, SemanticIdPenalty)]
+        if len(sid) > 1:
+            raise ValueError(f"at most one SemanticIdPenalty, got {len(sid)}")
+        return cls(
+            spacing=tuple(r for r in records if isinstance(r, SoftSpacing)),
+            semantic_id=sid[0] if sid else None,
+            caps=tuple(r for r in records if isinstance(r, CategoryCap)),
+            extra=tuple(r for r in records if not isinstance(r, _BUILT_IN)),
+        )
+
+    @property
+    def items(self) -> tuple[tuple[str, Constraint], ...]:
+        """``(label, record)`` in loop order: ``spacing[k]``, ``semantic_id``, ``caps[k]``, then
+        the extras as ``f"{name}[k]"`` (k counting that name's extras). A label names the record
+        in error messages and, for a penalty, its trace component."""
+        out: list[tuple[str, Constraint]] = [
+            (f"spacing[{k}]", s) for k, s in enumerate(self.spacing)
+        ]
+        if self.semantic_id is not None:
+            out.append(("semantic_id", self.semantic_id))
+        out += [(f"caps[{k}]", cap) for k, cap in enumerate(self.caps)]
+        seen: dict[str, int] = {}
+        for record in self.extra:
+            k = seen.get(record.name, 0)
+            seen[record.name] = k + 1
+            out.append((f"{record.name}[{k}]", record))
+        return tuple(out)
 
 
 NO_CONSTRAINTS = GreedyConstraints()
@@ -100,259 +353,234 @@ def _harmonic_unit(window: int, levels: int) -> tuple[float, float]:
     return float(unit), 1.0 / unit
 
 
-def validate_constraints(c: GreedyConstraints, shape: tuple[int, int]) -> None:
-    """Reject malformed constraints with a message naming the field."""
-    for k, s in enumerate(c.spacing):
-        if tuple(s.flags.shape) != shape:
-            raise ValueError(f"spacing[{k}].flags must be {shape}, got {tuple(s.flags.shape)}")
-        if not isinstance(s.window, int) or s.window < 0:
-            raise ValueError(f"spacing[{k}].window must be an int >= 0, got {s.window!r}")
-    if c.semantic_id is not None:
-        p = c.semantic_id
-        if p.codes.dim() != 3 or tuple(p.codes.shape[:2]) != shape:
-            raise ValueError(f"semantic_id.codes must be [B, N, L], got {tuple(p.codes.shape)}")
-        if not isinstance(p.window, int) or p.window < 0:
-            raise ValueError(f"semantic_id.window must be an int >= 0, got {p.window!r}")
-        if not isinstance(p.min_prefix, int) or p.min_prefix < 0:
-            raise ValueError(f"semantic_id.min_prefix must be an int >= 0, got {p.min_prefix!r}")
-    for k, cap in enumerate(c.caps):
-        if tuple(cap.categories.shape) != shape:
-            raise ValueError(
-                f"caps[{k}].categories must be {shape}, got {tuple(cap.categories.shape)}"
-            )
-        if not isinstance(cap.window, int) or cap.window < 1:
-            raise ValueError(f"caps[{k}].window must be an int >= 1, got {cap.window!r}")
-        if not isinstance(cap.max_count, int) or cap.max_count < 0:
-            raise ValueError(f"caps[{k}].max_count must be an int >= 0, got {cap.max_count!r}")
+@dataclass(frozen=True)
+class PreparedConstraint:
+    """One record ready for the loops: validated, window clamped (``record`` is the clamped
+    one), its tensors padded to the aligned candidate width."""
+
+    record: Constraint
+    label: str
+    tensors: dict[str, Tensor]
+
+    def slice(self, sl: slice) -> PreparedConstraint:
+        return PreparedConstraint(
+            self.record, self.label, {k: v[sl] for k, v in self.tensors.items()}
+        )
+
+    def start(self, slate_length: int, dtype: torch.dtype) -> RunningConstraint:
+        return self.record.start(self.tensors, slate_length, dtype)
 
 
 @dataclass(frozen=True)
 class PreparedConstraints:
-    """Constraints padded to the aligned candidate width, ready to be sliced into chunks.
+    """Every record of a call prepared, in ``GreedyConstraints.items`` order; a chunk of the
+    batch is a slice of each."""
 
-    Categorical inputs are turned into dense in-request ranks once, so that per-step equality
-    tests are cheap gathers and comparisons of small floats rather than int64 tensor compares.
-    """
-
-    spacing_flags: tuple[Tensor, ...]  # [B, Np] float32 0/1
-    spacing: tuple[SoftSpacing, ...]
-    sid_prefix: Tensor | None  # [B, L, Np] float32 prefix ranks
-    sid: SemanticIdPenalty | None
-    cap_ranks: tuple[Tensor, ...]  # [B, Np] int64
-    caps: tuple[CategoryCap, ...]
+    records: tuple[PreparedConstraint, ...] = ()
 
     def slice(self, sl: slice) -> PreparedConstraints:
-        return PreparedConstraints(
-            tuple(f[sl] for f in self.spacing_flags),
-            self.spacing,
-            None if self.sid_prefix is None else self.sid_prefix[sl],
-            self.sid,
-            tuple(r[sl] for r in self.cap_ranks),
-            self.caps,
-        )
+        return PreparedConstraints(tuple(r.slice(sl) for r in self.records))
+
+    @property
+    def names(self) -> list[str]:
+        """Trace names of the penalty terms, in the order ``ConstraintState.penalties`` returns
+        them."""
+        return [r.label for r in self.records if r.record.penalizes]
 
     @property
     def has_caps(self) -> bool:
-        return bool(self.caps)
+        return any(r.record.excludes for r in self.records)
 
-
-def clamp_windows(c: GreedyConstraints, slate_length: int) -> GreedyConstraints:
-    """The constraints with every window past the slate clamped to its length T (0 stays 0).
-
-    A window of w >= T acts exactly as one of T: spacing and semantic-ID sums run over the
-    min(w, t) previous positions, t < T, and a cap's count never loses a position within T
-    steps either way. Clamping where the operators receive the windows keeps every buffer and
-    weight table sized by min(w, T) (a spec allows windows up to 1,000) and makes w and T the
-    very same input, bits included (the integer unit of the 1/d weights follows the window).
-    """
-    top = max(slate_length, 1)
-    sid = c.semantic_id
-    if (
-        all(s.window <= top for s in c.spacing)
-        and all(k.window <= top for k in c.caps)
-        and (sid is None or sid.window <= top)
-    ):
-        return c
-    return GreedyConstraints(
-        tuple(replace(s, window=min(s.window, top)) for s in c.spacing),
-        None if sid is None else replace(sid, window=min(sid.window, top)),
-        tuple(replace(k, window=min(k.window, top)) for k in c.caps),
-    )
+    @property
+    def non_native(self) -> tuple[str, ...]:
+        """Names of the kinds greedy.c's loops do not know (each once, in order): a call that
+        carries any must run on the torch path."""
+        kinds = (type(r.record).__name__ for r in self.records if not r.record.native)
+        return tuple(dict.fromkeys(kinds))
 
 
 def prepare_constraints(
     c: GreedyConstraints | None, mask: Tensor, width: int, slate_length: int
 ) -> PreparedConstraints:
-    """Validate, sanitise padding, pad every constraint tensor to ``width`` candidates and clamp
-    the windows to the slate (``clamp_windows``): every window prepared is at most T."""
-    c = c or NO_CONSTRAINTS
-    validate_constraints(c, tuple(mask.shape))
-    c = clamp_windows(c, slate_length)
-    flags = tuple(
-        pad_candidates(sanitize(s.flags.bool(), mask, False).to(torch.float32), width)
-        for s in c.spacing
-    )
-    sid_prefix = None
-    if c.semantic_id is not None:
-        codes = sanitize(c.semantic_id.codes.long(), mask)
-        ranks = prefix_ranks(codes, mask).to(torch.float32)  # ranks < N < 2**24: exact
-        sid_prefix = pad_candidates(ranks.transpose(1, 2), width, -1.0).transpose(1, 2)
-        sid_prefix = sid_prefix.contiguous()
-    cap_ranks = tuple(
-        pad_candidates(dense_ranks(sanitize(cap.categories.long(), mask), mask)[0], width)
-        for cap in c.caps
-    )
-    return PreparedConstraints(flags, c.spacing, sid_prefix, c.semantic_id, cap_ranks, c.caps)
+    """Validate every record (all of them before any work), then clamp its window to the slate
+    and pad its tensors to ``width``: every window prepared is at most T."""
+    items = (c or NO_CONSTRAINTS).items
+    shape = (mask.shape[0], mask.shape[1])
+    for label, record in items:
+        record.validate(shape, label)
+    prepared = []
+    for label, record in items:
+        clamped = record.clamp(slate_length)
+        prepared.append(PreparedConstraint(clamped, label, clamped.prepare(mask, width)))
+    return PreparedConstraints(tuple(prepared))
 
 
 class ConstraintState:
-    """Per-chunk running state of penalties and caps for a lock-step greedy loop."""
-
-    @staticmethod
-    def names_of(prep: PreparedConstraints) -> list[str]:
-        """Trace names of the penalty terms, in the order ``penalties`` returns them."""
-        names = [f"spacing[{k}]" for k in range(len(prep.spacing))]
-        return [*names, "semantic_id"] if prep.sid is not None else names
+    """Per-chunk running state of every constraint of a lock-step greedy loop: the records'
+    own states, asked in ``GreedyConstraints.items`` order."""
 
     def __init__(self, prep: PreparedConstraints, slate_length: int, dtype: torch.dtype) -> None:
-        self.prep = prep
-        self.dtype = dtype
-        self.names = self.names_of(prep)
-        t_len = max(slate_length, 1)
-        ref = (
-            prep.spacing_flags[0]
-            if prep.spacing_flags
-            else prep.sid_prefix[:, 0]
-            if prep.sid_prefix is not None
-            else prep.cap_ranks[0]
-            if prep.cap_ranks
-            else None
-        )
-        self.enabled = ref is not None
-        if ref is None:
-            return
-        b, width = ref.shape
-        dev = ref.device
-        # Soft spacing: the picked items' flags; the per-request penalty scale is a short dot.
-        # Weights are the integers lcm(1..w)/d, so the sums are exact integers and a penalty is
-        # one scaling of an exact value: mathematically equal penalties are bitwise equal, and
-        # the tie rule (lower index) holds for them too.
-        self.flags = [f.to(dtype) for f in prep.spacing_flags]
-        self.flag_hist = [
-            torch.zeros((b, t_len), dtype=torch.float64, device=dev) for _ in prep.spacing
-        ]
-        # One table per set, [unit/W, …, unit/1] (oldest first) with W = min(window, T): step t
-        # uses its last min(window, t) entries, a view. O(W) memory, not O(T·W).
-        self.spacing_weights: list[Tensor] = []
-        self.spacing_scale: list[float] = []
-        for s in prep.spacing:
-            unit, scale = _harmonic_unit(s.window, 1)  # the window as prepared (<= T)
-            self.spacing_scale.append(s.coefficient * scale)
-            w = [unit / d for d in range(s.window, 0, -1)]  # oldest first
-            self.spacing_weights.append(torch.tensor(w, dtype=torch.float64, device=dev))
-        # Semantic IDs: a ring of the last `window` picks' [lcp >= l*] * lcp (small integers),
-        # combined with the same integer weights in float64, then scaled once.
-        # The ring holds W = min(window, T) picks: older ones are never read within T steps, and
-        # for t < T, t % W is the slot t % window would give. Weight rows are built by index
-        # arithmetic (row t puts unit/d at slot (t - d) % W for d = 1..min(W, t)): a full table
-        # for small T·W, one row per step beyond that, so memory stays O(T + W).
-        self.sid_reach = 0
-        if prep.sid is not None and prep.sid.window > 0:
-            sid = prep.sid
-            levels = prep.sid_prefix.shape[1]
-            reach = sid.window  # prepared: at most T
-            self.sid_reach = reach
-            unit, scale = _harmonic_unit(sid.window, levels)
-            self.sid_scale = sid.coefficient * scale / levels
-            self.sid_ring = torch.zeros((b, reach, width), dtype=torch.float64, device=dev)
-            self.sid_unit = torch.tensor(
-                [unit / d for d in range(1, reach + 1)], dtype=torch.float64, device=dev
-            )
-            self.sid_steps = torch.arange(t_len, device=dev)
-            small = t_len * reach <= _SID_TABLE_MAX
-            self.sid_weights = self._sid_rows(self.sid_steps) if small else None
-        # Caps: counts per (request, category rank) over the trailing window.
-        self.cap_counts = [torch.zeros((b, width), dtype=dtype, device=dev) for _ in prep.caps]
-        self.cap_hist = [torch.zeros((b, t_len), dtype=torch.int64, device=dev) for _ in prep.caps]
-        self.cap_inc = [torch.zeros((b, t_len), dtype=dtype, device=dev) for _ in prep.caps]
-
-    def _sid_rows(self, steps: Tensor) -> Tensor:
-        """Weight rows ``[len(steps), 1, W]`` of the semantic-ID ring for the given steps."""
-        reach = self.sid_reach
-        slots = torch.arange(reach, device=steps.device)
-        d = torch.remainder(steps[:, None] - slots[None, :], reach)
-        d = torch.where(d == 0, torch.full_like(d, reach), d)  # distance 1..W back
-        rows = self.sid_unit[d - 1]
-        rows = torch.where(d <= steps[:, None], rows, torch.zeros_like(rows))
-        return rows.unsqueeze(1)
+        self.names = prep.names
+        self.states = [r.start(slate_length, dtype) for r in prep.records]
+        pairs = list(zip(prep.records, self.states, strict=True))
+        self.penalizing = [(r.label, s) for r, s in pairs if r.record.penalizes]
+        self.excluding = [s for r, s in pairs if r.record.excludes]
 
     def penalties(self, t: int) -> list[Tensor]:
         """Penalty terms at step t, in ``names`` order, each ``[b, Np]`` (subtracted from score)."""
-        if not self.enabled:
-            return []
         out: list[Tensor] = []
-        prep = self.prep
-        for k, flags in enumerate(self.flags):
-            table = self.spacing_weights[k]
-            w = table[table.numel() - min(self.prep.spacing[k].window, t) :]
-            if w.numel() == 0:
-                out.append(torch.zeros_like(flags))
-                continue
-            hist = self.flag_hist[k][:, t - w.numel() : t]
-            scale = (hist * w).sum(1, keepdim=True) * self.spacing_scale[k]
-            out.append(flags * scale.to(self.dtype))
-        if prep.sid is not None:
-            if prep.sid.window == 0 or t == 0:
-                out.append(torch.zeros_like(prep.sid_prefix[:, 0], dtype=self.dtype))
-            else:
-                b = self.sid_ring.shape[0]
-                if self.sid_weights is not None:
-                    row = self.sid_weights[t]
-                else:
-                    row = self._sid_rows(self.sid_steps[t : t + 1])[0]  # no host-to-device copy
-                w = row.expand(b, 1, -1)
-                num = torch.bmm(w, self.sid_ring).squeeze(1)
-                out.append((num * self.sid_scale).to(self.dtype))
+        for label, state in self.penalizing:
+            term = state.penalty(t)
+            if term is None:
+                raise TypeError(f"{label} penalizes but returned no penalty at step {t}")
+            out.append(term)
         return out
 
     def cap_violations(self) -> Tensor | None:
-        """Number of caps each candidate would violate if taken now, as a float ``[b, Np]``."""
-        if not self.prep.caps:
-            return None
+        """Number of rules each candidate would break if taken now, as a float ``[b, Np]``."""
         total: Tensor | None = None
-        for cap, ranks, counts in zip(
-            self.prep.caps, self.prep.cap_ranks, self.cap_counts, strict=True
-        ):
-            n_same = counts.gather(1, ranks)
-            v = (n_same - (cap.max_count - 1)).clamp_(0, 1)
-            total = v if total is None else total + v
+        for state in self.excluding:
+            v = state.violations()
+            if v is not None:
+                total = v if total is None else total + v
         return total
 
     def update(self, t: int, j: Tensor, selector: Selector) -> None:
         """Record the pick ``j`` [b, 1] of step t (the selector knows whether it was real)."""
-        if not self.enabled:
+        for state in self.states:
+            state.update(t, j, selector)
+
+
+class _SpacingState(RunningConstraint):
+    """Soft spacing: the picked items' flags; the per-request penalty scale is a short dot.
+
+    Weights are the integers lcm(1..w)/d, so the sums are exact integers and a penalty is one
+    scaling of an exact value: mathematically equal penalties are bitwise equal, and the tie rule
+    (lower index) holds for them too.
+    """
+
+    def __init__(
+        self, s: SoftSpacing, flags: Tensor, slate_length: int, dtype: torch.dtype
+    ) -> None:
+        b = flags.shape[0]
+        dev = flags.device
+        self.dtype = dtype
+        self.window = s.window  # as prepared: at most T
+        self.flags = flags.to(dtype)
+        self.hist = torch.zeros((b, max(slate_length, 1)), dtype=torch.float64, device=dev)
+        # [unit/W, …, unit/1] (oldest first) with W = min(window, T): step t uses its last
+        # min(window, t) entries, a view. O(W) memory, not O(T·W).
+        unit, scale = _harmonic_unit(s.window, 1)
+        self.scale = s.coefficient * scale
+        w = [unit / d for d in range(s.window, 0, -1)]  # oldest first
+        self.weights = torch.tensor(w, dtype=torch.float64, device=dev)
+
+    def penalty(self, t: int) -> Tensor:
+        table = self.weights
+        w = table[table.numel() - min(self.window, t) :]
+        if w.numel() == 0:
+            return torch.zeros_like(self.flags)
+        hist = self.hist[:, t - w.numel() : t]
+        scale = (hist * w).sum(1, keepdim=True) * self.scale
+        return self.flags * scale.to(self.dtype)
+
+    def update(self, t: int, j: Tensor, selector: Selector) -> None:
+        self.hist[:, t : t + 1] = self.flags.gather(1, j).to(torch.float64)
+
+
+class _SemanticIdState(RunningConstraint):
+    """Semantic IDs: a ring of the last picks' ``[lcp >= l*] * lcp`` (small integers), combined
+    with the same integer weights as spacing in float64, then scaled once.
+
+    The ring holds W = min(window, T) picks: older ones are never read within T steps, and for
+    t < T, t % W is the slot t % window would give. Weight rows are built by index arithmetic
+    (row t puts unit/d at slot (t - d) % W for d = 1..min(W, t)): a full table for small T·W, one
+    row per step beyond that, so memory stays O(T + W).
+    """
+
+    def __init__(
+        self, p: SemanticIdPenalty, prefix: Tensor, slate_length: int, dtype: torch.dtype
+    ) -> None:
+        self.prefix = prefix  # [b, L, Np]
+        self.dtype = dtype
+        self.min_prefix = p.min_prefix
+        self.reach = p.window  # as prepared: at most T
+        if self.reach == 0:
             return
-        prep = self.prep
-        for k, flags in enumerate(self.flags):
-            self.flag_hist[k][:, t : t + 1] = flags.gather(1, j).to(torch.float64)
-        sid = prep.sid
-        if sid is not None and sid.window > 0:
-            prefix = prep.sid_prefix  # [b, L, Np]
-            levels = prefix.shape[1]
-            picked = prefix.gather(2, j.unsqueeze(1).expand(-1, levels, 1))  # [b, L, 1]
-            # Prefix ranks are nested: equal at level l implies equal at every coarser level, so
-            # lcp is the number of equal levels. All values are small integers: exact arithmetic.
-            eq = 1.0 - (prefix - picked).abs_().clamp_(max=1.0)
-            lcp = eq.sum(1)
-            keep = (lcp - (sid.min_prefix - 1)).clamp_(0, 1)
-            self.sid_ring[:, t % self.sid_reach] = (lcp * keep).to(torch.float64)
-        active = selector.last_active() if prep.caps else None
-        for k, cap in enumerate(prep.caps):
-            rj = prep.cap_ranks[k].gather(1, j)
-            self.cap_hist[k][:, t : t + 1] = rj
-            self.cap_inc[k][:, t : t + 1] = active
-            self.cap_counts[k].scatter_add_(1, rj, active)
-            leaving = t - cap.window + 1  # position that leaves the window before step t+1
-            if leaving >= 0:
-                old = self.cap_hist[k][:, leaving : leaving + 1]
-                self.cap_counts[k].scatter_add_(1, old, -self.cap_inc[k][:, leaving : leaving + 1])
+        b, levels, width = prefix.shape
+        dev = prefix.device
+        t_len = max(slate_length, 1)
+        unit, scale = _harmonic_unit(p.window, levels)
+        self.scale = p.coefficient * scale / levels
+        self.ring = torch.zeros((b, self.reach, width), dtype=torch.float64, device=dev)
+        self.unit = torch.tensor(
+            [unit / d for d in range(1, self.reach + 1)], dtype=torch.float64, device=dev
+        )
+        self.steps = torch.arange(t_len, device=dev)
+        small = t_len * self.reach <= _SID_TABLE_MAX
+        self.weights = self._rows(self.steps) if small else None
+
+    def _rows(self, steps: Tensor) -> Tensor:
+        """Weight rows ``[len(steps), 1, W]`` of the ring for the given steps."""
+        reach = self.reach
+        slots = torch.arange(reach, device=steps.device)
+        d = torch.remainder(steps[:, None] - slots[None, :], reach)
+        d = torch.where(d == 0, torch.full_like(d, reach), d)  # distance 1..W back
+        rows = self.unit[d - 1]
+        rows = torch.where(d <= steps[:, None], rows, torch.zeros_like(rows))
+        return rows.unsqueeze(1)
+
+    def penalty(self, t: int) -> Tensor:
+        if self.reach == 0 or t == 0:
+            return torch.zeros_like(self.prefix[:, 0], dtype=self.dtype)
+        b = self.ring.shape[0]
+        # Beyond the table: one row for this step, from a device slice (no host-to-device copy).
+        row = self.weights[t] if self.weights is not None else self._rows(self.steps[t : t + 1])[0]
+        w = row.expand(b, 1, -1)
+        num = torch.bmm(w, self.ring).squeeze(1)
+        return (num * self.scale).to(self.dtype)
+
+    def update(self, t: int, j: Tensor, selector: Selector) -> None:
+        if self.reach == 0:
+            return
+        prefix = self.prefix  # [b, L, Np]
+        levels = prefix.shape[1]
+        picked = prefix.gather(2, j.unsqueeze(1).expand(-1, levels, 1))  # [b, L, 1]
+        # Prefix ranks are nested: equal at level l implies equal at every coarser level, so
+        # lcp is the number of equal levels. All values are small integers: exact arithmetic.
+        eq = 1.0 - (prefix - picked).abs_().clamp_(max=1.0)
+        lcp = eq.sum(1)
+        keep = (lcp - (self.min_prefix - 1)).clamp_(0, 1)
+        self.ring[:, t % self.reach] = (lcp * keep).to(torch.float64)
+
+
+class _CapState(RunningConstraint):
+    """A cap: counts per (request, category rank) over the trailing window."""
+
+    def __init__(
+        self, cap: CategoryCap, ranks: Tensor, slate_length: int, dtype: torch.dtype
+    ) -> None:
+        b, width = ranks.shape
+        dev = ranks.device
+        t_len = max(slate_length, 1)
+        self.ranks = ranks
+        self.max_count = cap.max_count
+        self.window = cap.window
+        self.counts = torch.zeros((b, width), dtype=dtype, device=dev)
+        self.hist = torch.zeros((b, t_len), dtype=torch.int64, device=dev)
+        self.inc = torch.zeros((b, t_len), dtype=dtype, device=dev)
+
+    def violations(self) -> Tensor:
+        n_same = self.counts.gather(1, self.ranks)
+        return (n_same - (self.max_count - 1)).clamp_(0, 1)
+
+    def update(self, t: int, j: Tensor, selector: Selector) -> None:
+        active = selector.last_active()
+        rj = self.ranks.gather(1, j)
+        self.hist[:, t : t + 1] = rj
+        self.inc[:, t : t + 1] = active
+        self.counts.scatter_add_(1, rj, active)
+        leaving = t - self.window + 1  # position that leaves the window before step t+1
+        if leaving >= 0:
+            old = self.hist[:, leaving : leaving + 1]
+            self.counts.scatter_add_(1, old, -self.inc[:, leaving : leaving + 1])

@@ -63,7 +63,7 @@ def dpp(
     d = features.shape[2]
     two_alpha = 2.0 * float(alpha)
     log_eps = math.log(float(epsilon))
-    if _native.usable(relevance, features):
+    if _native.usable(relevance, features, constraints=p.constraints):
         return _native.dpp(
             p.valid,
             p.relevance,

@@ -41,7 +41,7 @@ def mmr(
             p.trace_names(trace),
         )
     lam_f = float(lam)
-    if _native.usable(relevance, features):
+    if _native.usable(relevance, features, constraints=p.constraints):
         return _native.mmr(
             p.valid,
             p.relevance,

@@ -45,7 +45,7 @@ def normalize_rows(
     fault per 4 KiB on first touch, so the passes happen in place, one buffer in all. With the
     compiled loops (ops/_native.py) one pass per row, in cache, does all of it.
     """
-    if x.dim() == 3 and x.numel() and _native.usable(x):
+    if x.dim() == 3 and x.numel() and _native.available(x):
         target = torch.empty(x.shape, dtype=torch.float32) if out is None else out
         if _native.normalize_rows(x, mask, scale, target):
             return target

@@ -85,7 +85,7 @@ def ssd(
     scale = div_coef * div_coef if div_coef != 0.0 else 1.0
     sign = 1.0 if div_coef >= 0 else -1.0
     volume = variant == "volume"
-    if _native.usable(relevance, features):
+    if _native.usable(relevance, features, constraints=p.constraints):
         return _native.ssd(
             p.valid,
             p.relevance,
