@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blendspec.compiler.graph import Graph, Node
+from blendspec.constraints import PLUGINS as CONSTRAINTS
 from blendspec.spec.diagnostics import Span
 from blendspec.spec.expr import TRANSFORMS, Fold, constant_value, fold
 from blendspec.spec.forms import split_similarity, split_utility
@@ -152,42 +153,18 @@ class _Compiler:
         return nodes
 
     def constraints(self) -> list[Node]:
-        spec, g = self.spec, self.graph
-        nodes = [
-            g.add(
-                "soft_spacing",
-                (self.values[name],),
-                self.span(("spacing", name), key=True),
-                set=name,
-                window=s.window,
-                coefficient=s.coefficient,
+        """One node per in-loop constraint the spec declares, kind by kind (their plugins' order,
+        the order the loops apply them in)."""
+        return [
+            self.graph.add(
+                kind.op,
+                (self.values[d.input],),
+                self.span(d.path, key=True),
+                **d.block.node_attrs(d),
             )
-            for name, s in spec.spacing.items()
+            for kind in CONSTRAINTS
+            for d in kind.declared(self.spec)
         ]
-        penalty = spec.semantic_id_penalty
-        if penalty is not None:
-            nodes.append(
-                g.add(
-                    "semantic_id_penalty",
-                    (self.values[penalty.input],),
-                    self.span(("semantic_id_penalty",), key=True),
-                    window=penalty.window,
-                    min_prefix=penalty.min_prefix,
-                    coefficient=penalty.coefficient,
-                )
-            )
-        nodes += [
-            g.add(
-                "cap",
-                (self.values[name],),
-                self.span(("rules", "caps", name), key=True),
-                input=name,
-                max=cap.max,
-                window=cap.window,
-            )
-            for name, cap in spec.rules.caps.items()
-        ]
-        return nodes
 
     def selection(self, utility: Node, eligible: Node, constraints: list[Node]) -> Node:
         """The diversifier's node: its plugin names the operator and its attributes."""

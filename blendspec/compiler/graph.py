@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from blendspec.constraints import PLUGINS as CONSTRAINTS
 from blendspec.diversity import PLUGINS
 from blendspec.spec.diagnostics import Span
 from blendspec.spec.expr import TRANSFORM_TABLE
@@ -187,25 +188,10 @@ register(
     ("Mask", "Embedding|Category|Codes*"),
     _feature_width,
 )
-register(
-    "soft_spacing",
-    "Soft spacing of one sensitive set (DESIGN §3.5).",
-    ("Flag",),
-    lambda t, a: CONSTRAINT,
-)
-register(
-    "semantic_id_penalty",
-    "Semantic-ID prefix-overlap penalty (DESIGN §3.6).",
-    ("Codes",),
-    lambda t, a: CONSTRAINT,
-)
-register(
-    "cap",
-    "At most k of one category in any window of w slots (DESIGN §3.8).",
-    ("Category",),
-    lambda t, a: CONSTRAINT,
-)
-# The diversifiers' operators (and `greedy`) come from their plugins (blendspec.diversity).
+# The in-loop constraints' operators come from their plugins (blendspec.constraints), and so do
+# the diversifiers' (and `greedy`, blendspec.diversity).
+for _kind in CONSTRAINTS:
+    register(_kind.op, _kind.summary, (_kind.port,), lambda t, a: CONSTRAINT)
 for _plugin in PLUGINS:
     register(
         _plugin.op,

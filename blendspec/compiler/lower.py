@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 from blendspec import ops
 from blendspec.compiler.graph import Graph, Node
+from blendspec.constraints import BY_OP as CONSTRAINT_BY_OP
 from blendspec.diversity import BY_OP
+from blendspec.ops.constraints import Constraint
 from blendspec.ops.relevance import masked_rank, masked_zscore
 from blendspec.policy.files import resolve_policy_file
 from blendspec.spec.expr import TRANSFORMS
@@ -186,19 +188,11 @@ class TorchLowering:
         )
         return ops.feature_map(signals, mask, bias=node.attrs["bias"])
 
-    # penalties and caps: records the greedy loops consume ---------------------
+    # in-loop constraints: records the greedy loops consume ----------------------
 
-    def visit_soft_spacing(self, node: Node, args: Sequence[Any], *_: Any) -> ops.SoftSpacing:
-        return ops.SoftSpacing(args[0], node.attrs["window"], node.attrs["coefficient"])
-
-    def visit_semantic_id_penalty(
-        self, node: Node, args: Sequence[Any], *_: Any
-    ) -> ops.SemanticIdPenalty:
-        a = node.attrs
-        return ops.SemanticIdPenalty(args[0], a["window"], a["min_prefix"], a["coefficient"])
-
-    def visit_cap(self, node: Node, args: Sequence[Any], *_: Any) -> ops.CategoryCap:
-        return ops.CategoryCap(args[0], node.attrs["max"], node.attrs["window"])
+    def visit_constraint(self, node: Node, args: Sequence[Any], *_: Any) -> Constraint:
+        """Every in-loop constraint's operator: its plugin builds the ops record."""
+        return CONSTRAINT_BY_OP[node.op].lower(node.attrs, args[0])
 
     # selection ----------------------------------------------------------------
 
@@ -241,12 +235,7 @@ class TorchLowering:
 
 
 def _constraints(records: Sequence[Any]) -> ops.GreedyConstraints:
-    penalties = [r for r in records if isinstance(r, ops.SemanticIdPenalty)]
-    return ops.GreedyConstraints(
-        spacing=tuple(r for r in records if isinstance(r, ops.SoftSpacing)),
-        semantic_id=penalties[0] if penalties else None,
-        caps=tuple(r for r in records if isinstance(r, ops.CategoryCap)),
-    )
+    return ops.GreedyConstraints.of(records)
 
 
 def _selection_outputs(selection: ops.Selection) -> dict[str, Tensor]:
@@ -581,6 +570,8 @@ class BlendModule(nn.Module):
                 visitor = self.lowering.visit_transform
             if visitor is None and node.op in BY_OP:  # one method for every diversifier
                 visitor = self.lowering.visit_selection
+            if visitor is None and node.op in CONSTRAINT_BY_OP:  # and one for every constraint
+                visitor = self.lowering.visit_constraint
             if visitor is None:
                 raise MissingLowering(
                     f"operator `{node.op}` has no torch lowering in this version "

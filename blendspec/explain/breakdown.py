@@ -38,6 +38,8 @@ from torch import Tensor
 from blendspec import ops
 from blendspec.compiler.graph import Graph, Node
 from blendspec.compiler.lower import BlendModule, TorchLowering
+from blendspec.constraints import BY_OP as CONSTRAINT_BY_OP
+from blendspec.constraints import InLoopConstraint
 from blendspec.diversity import BY_OP, DIVERSIFIERS
 from blendspec.io.dump import REQUEST_ID, DumpReader, RequestBatch
 from blendspec.ops._common import release_workspace
@@ -129,6 +131,17 @@ def read_request(path: Path, loaded: LoadedSpec, request_id: str) -> RequestBatc
 
 
 @dataclass(frozen=True)
+class TracedConstraint:
+    """One in-loop constraint of a traced request: its kind (plugin), the label the loops traced
+    its penalty under, its node's attributes and what its explain hooks read."""
+
+    kind: type[InLoopConstraint]
+    label: str
+    attrs: dict[str, Any]
+    data: Any
+
+
+@dataclass(frozen=True)
 class Traced:
     """One request, blended with tracing on: the per-step trace and every input it read, as
     numpy arrays trimmed to the request's N candidates."""
@@ -146,9 +159,7 @@ class Traced:
     relevance: np.ndarray  # [N], the normalised utility the operator read
     steps: dict[str, np.ndarray]  # name -> [T, N]
     phi: np.ndarray | None  # [N, D] feature map
-    spacing: list[tuple[str, np.ndarray, int, float]]  # set, flags, window, coefficient
-    sid: tuple[np.ndarray, int, int, float] | None  # codes, window, min prefix, coefficient
-    caps: list[tuple[str, np.ndarray, int, int]]  # input, categories, max, window
+    constraints: list[TracedConstraint]  # in the loops' order
     eligible: np.ndarray  # [N] bool, after filters and truncation
     filtered_by: list[str | None]  # per candidate, the first filter set that dropped it
     truncated: np.ndarray  # [N] bool
@@ -252,20 +263,16 @@ def _collect(
         keep_id, constraint_ids = select_node.inputs[2], select_node.inputs[3:]
     eligible = values[keep_id][0, :n].numpy().astype(bool)
 
-    spacing, caps = [], []
-    sid = None
-    for cid in constraint_ids:
-        node, record = nodes[cid], values[cid]
-        if isinstance(record, ops.SoftSpacing):
-            spacing.append(
-                (node.attrs["set"], _np(record.flags, n) > 0, record.window, record.coefficient)
-            )
-        elif isinstance(record, ops.SemanticIdPenalty):
-            codes = record.codes[0, :n].numpy()
-            sid = (codes, record.window, record.min_prefix, record.coefficient)
-        elif isinstance(record, ops.CategoryCap):
-            cats = record.categories[0, :n].numpy()
-            caps.append((node.attrs["input"], cats, record.max_count, record.window))
+    # Each constraint under the label the loops traced its penalty with (their order is the
+    # order of GreedyConstraints.items, whatever the order of the node's inputs).
+    node_of = {id(values[cid]): nodes[cid] for cid in constraint_ids}
+    records = ops.GreedyConstraints.of([values[cid] for cid in constraint_ids])
+    constraints = []
+    for label, record in records.items:
+        node = node_of[id(record)]
+        kind = CONSTRAINT_BY_OP[node.op]
+        data = kind.explain_data(record, n)
+        constraints.append(TracedConstraint(kind, label, dict(node.attrs), data))
 
     filtered_by: list[str | None] = [None] * n
     truncated = np.zeros(n, dtype=bool)
@@ -301,9 +308,7 @@ def _collect(
         relevance=relevance,
         steps=steps,
         phi=phi,
-        spacing=spacing,
-        sid=sid,
-        caps=caps,
+        constraints=constraints,
         eligible=eligible,
         filtered_by=filtered_by,
         truncated=truncated,
@@ -427,9 +432,9 @@ class _Explainer:
 
     def __init__(self, tr: Traced) -> None:
         self.tr = tr
-        self.penalty_keys = [f"spacing[{k}]" for k in range(len(tr.spacing))]
-        if tr.sid is not None:
-            self.penalty_keys.append("semantic_id")
+        # The constraints with a penalty term, in the trace's order, under its labels.
+        self.penalties = [c for c in tr.constraints if c.kind.penalty_label(c.attrs) is not None]
+        self.penalty_keys = [c.label for c in self.penalties]
         self.plugin = DIVERSIFIERS[tr.algorithm]
         self.stopped_from = self.plugin.stopped_from(
             tr.params, tr.steps, tr.relevance, tr.picks, tr.early_stop
@@ -498,47 +503,22 @@ class _Explainer:
         return Similar(positions[best], tr.candidate_ids[placed[best]], float(sims[best]))
 
     def penalty_name(self, k: int) -> str:
-        tr = self.tr
-        if k < len(tr.spacing):
-            return f"spacing {tr.spacing[k][0]}"
-        return "semantic-id"
+        c = self.penalties[k]
+        return str(c.kind.penalty_label(c.attrs))
 
     def causes(self, k: int, t: int, i: int) -> tuple[Cause, ...]:
         """The earlier positions behind penalty k of candidate i at step t (DESIGN §3.5, §3.6)."""
-        tr = self.tr
-        found: list[Cause] = []
-        if k < len(tr.spacing):
-            _, flags, window, coef = tr.spacing[k]
-            if not flags[i]:
-                return ()
-            for d in range(1, min(window, t) + 1):
-                j = tr.picks[t - d]
-                if j >= 0 and flags[j]:
-                    found.append(Cause(t - d, tr.candidate_ids[j], coef / d))
-            return tuple(found)
-        assert tr.sid is not None
-        codes, window, min_prefix, coef = tr.sid
-        levels = codes.shape[1]
-        for d in range(1, min(window, t) + 1):
-            j = tr.picks[t - d]
-            if j < 0:
-                continue
-            lcp = _lcp(codes[i], codes[j])
-            if lcp >= min_prefix and lcp > 0:
-                found.append(Cause(t - d, tr.candidate_ids[j], coef * lcp / (d * levels)))
-        return tuple(found)
+        tr, c = self.tr, self.penalties[k]
+        return tuple(
+            Cause(found.position, tr.candidate_ids[found.candidate], found.amount)
+            for found in c.kind.causes(c.data, tr.picks, t, i)
+        )
 
     def caps_broken(self, t: int, i: int) -> tuple[str, ...]:
-        """The caps candidate i would break if taken at step t (recounted from the picks)."""
+        """The rules candidate i would break if taken at step t (recounted from the picks)."""
         tr = self.tr
-        out = []
-        for name, cats, max_count, window in tr.caps:
-            recent = [q for q in range(max(0, t - window + 1), t) if tr.picks[q] >= 0]
-            same = [q for q in recent if cats[tr.picks[q]] == cats[i]]
-            if len(same) + 1 > max_count:
-                where = ", ".join(f"#{q}" for q in same)
-                out.append(f"{name} ≤ {max_count} in {window} ({len(same)} at {where})")
-        return tuple(out)
+        broken = (c.kind.broken(c.attrs, c.data, tr.picks, t, i) for c in tr.constraints)
+        return tuple(why for why in broken if why is not None)
 
     def allowed(self, t: int) -> np.ndarray:
         steps = self.tr.steps
@@ -569,15 +549,6 @@ class _Explainer:
             cap_forced=forced,
             relevance_fill=self.stopped(t),
         )
-
-
-def _lcp(a: np.ndarray, b: np.ndarray) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=True):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _argmax(score: np.ndarray, allowed: np.ndarray) -> int | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blendspec.constraints import PLUGINS as CONSTRAINTS
 from blendspec.review.formulas import linear_form, rename_expr, same_form
 from blendspec.spec.forms import refs, split_similarity, split_utility
 from blendspec.spec.model import Spec
@@ -35,14 +36,11 @@ def _input_uses(spec: Spec) -> dict[str, set[str]]:
         signals, _ = split_similarity(similarity, ())
         for signal in signals:
             uses[signal.input].add(f"similarity:{signal.signal}")
-    for name in spec.spacing:
-        uses[name].add("spacing")
-    for name in spec.rules.caps:
-        uses[name].add("cap")
+    for kind in CONSTRAINTS:
+        for declared in kind.declared(spec):
+            uses[declared.input].add(kind.op)
     for name in spec.rules.filters:
         uses[name].add("filter")
-    if spec.semantic_id_penalty is not None:
-        uses[spec.semantic_id_penalty.input].add("semantic_id_penalty")
     if spec.policy is not None:
         for i, name in enumerate(spec.policy.state):
             uses[name].add(f"state:{i}")

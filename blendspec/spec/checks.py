@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from blendspec.constraints import PLUGINS as CONSTRAINTS
 from blendspec.spec.diagnostics import Diagnostic, Severity, Span, did_you_mean
 from blendspec.spec.forms import (
     SIGNALS,
@@ -235,28 +236,15 @@ def check_diversity(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 def check_penalties_and_rules(ctx: CheckContext) -> Iterator[Diagnostic]:
     spec = ctx.spec
-    for name in spec.spacing:
-        yield from _input_ref(ctx, name, ("spacing", name), "flag", "soft spacing", key=True)
-    penalty = spec.semantic_id_penalty
-    if penalty is not None:
-        path = ("semantic_id_penalty", "input")
-        yield from _input_ref(ctx, penalty.input, path, "semantic_id", "the semantic-ID penalty")
-        declared = spec.inputs.get(penalty.input)
-        if (
-            declared is not None
-            and declared.kind == "semantic_id"
-            and penalty.min_prefix > (declared.size or 0)
-        ):
-            yield ctx.error(
-                "E306",
-                f"`min_prefix` is {penalty.min_prefix}, but `{penalty.input}` has only "
-                f"{declared.size} levels",
-                ("semantic_id_penalty", "min_prefix"),
+    for kind in CONSTRAINTS:
+        for d in kind.declared(spec):
+            yield from _input_ref(
+                ctx, d.input, d.input_path, kind.input_kind, kind.described_as, key=d.input_is_key
             )
+            for problem in d.block.problems(d, spec.inputs.get(d.input)):
+                yield ctx.error(problem.code, problem.message, problem.path)
     for i, name in enumerate(spec.rules.filters):
         yield from _input_ref(ctx, name, ("rules", "filters", i), "flag", "a filter")
-    for name in spec.rules.caps:
-        yield from _input_ref(ctx, name, ("rules", "caps", name), "category", "a cap", key=True)
     truncate = spec.rules.truncate
     if truncate is not None and truncate < spec.slate.length:
         yield ctx.error(
@@ -273,14 +261,10 @@ def check_windows(ctx: CheckContext) -> Iterator[Diagnostic]:
     windows: list[tuple[PathKey, int, int]] = []
     for key, window in spec.diversity.windows():
         windows.append((("diversity", key), window, length - 1))
-    for name, spacing in spec.spacing.items():
-        windows.append((("spacing", name, "window"), spacing.window, length - 1))
-    if spec.semantic_id_penalty is not None:
-        windows.append(
-            (("semantic_id_penalty", "window"), spec.semantic_id_penalty.window, length - 1)
-        )
-    for name, cap in spec.rules.caps.items():
-        windows.append((("rules", "caps", name, "window"), cap.window, length))
+    for kind in CONSTRAINTS:
+        for d in kind.declared(spec):
+            for key, window in d.block.windows():
+                windows.append(((*d.path, key), window, length - kind.reach))
     for path, window, reach in windows:
         if window > reach:
             yield ctx.warning(
@@ -393,11 +377,8 @@ def check_unused(ctx: CheckContext) -> Iterator[Diagnostic]:
     similarity = spec.diversity.similarity_formula()
     if similarity is not None:
         used.update(name for name, _ in refs(similarity, ()))
-    used.update(spec.spacing)
-    if spec.semantic_id_penalty is not None:
-        used.add(spec.semantic_id_penalty.input)
+    used.update(d.input for kind in CONSTRAINTS for d in kind.declared(spec))
     used.update(spec.rules.filters)
-    used.update(spec.rules.caps)
     if spec.policy is not None:
         used.update(spec.policy.state)
     for name, declared in spec.inputs.items():

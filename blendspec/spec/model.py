@@ -24,8 +24,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-# The `diversity` block is one plugin class per algorithm, each carrying its parameters and its
-# behaviour at every stage; the names stay importable from here.
+# The `diversity` block is one plugin class per algorithm and each in-loop constraint one plugin
+# class per kind (blendspec.diversity, blendspec.constraints), each carrying its parameters and
+# its behaviour at every stage; the names stay importable from here.
+from blendspec.constraints import Cap, SemanticIdPenalty, Spacing
 from blendspec.diversity import Diversifier, Diversity, Dpp, Mmr, NoDiversity, Ssd  # noqa: F401
 
 # The building blocks are part of the model's public names (callers import them from here).
@@ -196,29 +198,6 @@ class Weight(Model):
 
 
 # ---------------------------------------------------------------- penalties and rules
-
-
-class Spacing(Model):
-    """Soft spacing of one sensitive set (a flag input), DESIGN §3.5."""
-
-    window: Window
-    coefficient: Coefficient
-
-
-class SemanticIdPenalty(Model):
-    """Penalty on semantic-ID prefix overlap with recent slate items, DESIGN §3.6."""
-
-    input: Name
-    window: Window
-    min_prefix: Annotated[int, Field(ge=1, le=MAX_INPUT_SIZE), BeforeValidator(_not_bool)] = 1
-    coefficient: Coefficient
-
-
-class Cap(Model):
-    """At most `max` items of one category in any `window` consecutive slots, DESIGN §3.8."""
-
-    max: Annotated[int, Field(ge=1, le=MAX_CAP), BeforeValidator(_not_bool)]
-    window: Window
 
 
 class Rules(Model):
