@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from blendspec.diversity import Cover, Msd
 from blendspec.spec import model as m
 
 KEYWORDS = [
@@ -90,6 +91,14 @@ diversities = st.one_of(
     st.builds(
         lambda e, lam, r: m.Mmr(algorithm="mmr", similarity=e, **{"lambda": lam}, relevance=r),
         expressions, probability, st.sampled_from(["zscore", "minmax", "raw"]),
+    ),
+    st.builds(
+        lambda e, t, r: Msd(algorithm="msd", similarity=e, theta=t, relevance=r),
+        expressions, probability, st.sampled_from(["zscore", "minmax", "raw"]),
+    ),
+    st.builds(
+        lambda e, t, g, r: Cover(algorithm="cover", similarity=e, theta=t, gamma=g, relevance=r),
+        expressions, probability, tolerance, st.sampled_from(["zscore", "minmax", "raw"]),
     ),
     st.just(m.NoDiversity(algorithm="none")),
 )  # fmt: skip

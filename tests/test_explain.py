@@ -69,6 +69,10 @@ _DIVERSITY = {
     "  alpha = 1.5\n  window = 2\n  relevance = minmax\n}",
     "mmr": "diversity mmr {\n  similarity = 0.7 * cosine(visual) + 0.3 * category(topic)\n"
     "  lambda = 0.6\n  relevance = raw\n}",
+    "msd": "diversity msd {\n  similarity = 0.7 * cosine(visual) + 0.3 * prefix(sid)\n"
+    "  theta = 0.4\n}",
+    "cover": "diversity cover {\n  similarity = cosine(visual) + 0.5 * category(topic)\n"
+    "  theta = 0.3\n  gamma = 0.6\n  relevance = minmax\n}",
 }
 _CONSTRAINTS = """
 spacing risky {window = 3, coefficient = 0.5}

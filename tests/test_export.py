@@ -297,6 +297,37 @@ def test_contract_golden(tiny) -> None:  # type: ignore[no-untyped-def]
     assert out["indices"].tolist() == [[1, 3, 2, 0, -1]]
 
 
+@pytest.mark.parametrize(
+    "diversity",
+    [
+        "diversity msd {similarity = cosine(visual) + 0.5 * category(topic), theta = 0.4}",
+        "diversity cover {similarity = cosine(visual), theta = 0.3, gamma = 0.5}",
+    ],
+    ids=["msd", "cover"],
+)
+def test_msd_and_cover_export_like_the_engine(diversity: str, tmp_path: Path) -> None:
+    """The diversifiers added as plugins export like the others: the program gives the torch
+    path's slates and scores bit for bit, under a penalty and a cap."""
+    from blendspec.compiler.lower import module_for
+    from blendspec.ops import kernels
+    from blendspec.serve.export import example_inputs, input_contracts
+
+    text = TINY.replace("input risky: flag\n", "input risky: flag\ninput visual: embedding[4]\n")
+    loaded = load_text(text + diversity + "\n", "dsl", "t.blend")
+    export_spec(loaded, tmp_path / "t.pt2")
+    program, meta = load_artifact(tmp_path / "t.pt2")
+    contracts = input_contracts(loaded.spec, seeded=False)
+    inputs = example_inputs(contracts, 3, 2 * ALIGN, seed=7)
+    served = dict(zip(meta["outputs"], program(*inputs), strict=True))
+    mask, *columns = inputs
+    batch = {c.name: t for c, t in zip(contracts[1:], columns, strict=True)}
+    with kernels("torch"), torch.no_grad():
+        engine = module_for(loaded)(mask, batch)
+    assert torch.equal(served["indices"], engine["indices"])
+    assert torch.equal(served["scores"], engine["scores"])
+    assert (served["indices"][:, 0] >= 0).all()
+
+
 def test_cli_export_writes_the_artifact(tmp_path: Path) -> None:
     spec = tmp_path / "tiny.blend"
     spec.write_text(

@@ -14,12 +14,14 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from blendspec.diversity.base import Diversifier, FeatureDiversifier, Params
+from blendspec.diversity.cover import Cover
 from blendspec.diversity.dpp import Dpp
 from blendspec.diversity.greedy import NoDiversity
 from blendspec.diversity.mmr import Mmr
+from blendspec.diversity.msd import Msd
 from blendspec.diversity.ssd import Ssd
 
-PLUGINS: tuple[type[Diversifier], ...] = (Ssd, Dpp, Mmr, NoDiversity)
+PLUGINS: tuple[type[Diversifier], ...] = (Ssd, Dpp, Mmr, Msd, Cover, NoDiversity)
 """Every diversifier, in the order the spec schema lists them."""
 
 DIVERSIFIERS: dict[str, type[Diversifier]] = {p.name(): p for p in PLUGINS}
@@ -36,11 +38,13 @@ __all__ = [
     "BY_OP",
     "DIVERSIFIERS",
     "PLUGINS",
+    "Cover",
     "Diversifier",
     "Diversity",
     "Dpp",
     "FeatureDiversifier",
     "Mmr",
+    "Msd",
     "NoDiversity",
     "Params",
     "Ssd",
