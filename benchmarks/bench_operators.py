@@ -16,7 +16,9 @@ with the same inputs, and checks that the selections are identical either way.
 is a no-op; DPP with no early stop triggered), N=500, d=256, T=50, 64 requests, in process. The
 blendspec side is timed from raw embeddings and utilities, so it counts the feature map and the
 relevance normalisation; pyversity is called once per request as its API asks. The selections of
-both are compared request by request.
+both are compared request by request. Besides SSD, DPP and MMR it times MSD and COVER (pyversity's
+``msd`` and ``cover``), which have no row in the grid: without ``--ops`` the comparison covers all
+five.
 
     python -m benchmarks.bench_operators --pyversity-only --repeat 3
 
@@ -66,10 +68,12 @@ import torch  # noqa: E402
 
 from blendspec.ops import (  # noqa: E402
     SimilaritySignals,
+    cover,
     dpp,
     feature_map,
     kernels,
     mmr,
+    msd,
     normalize_relevance,
     ssd,
 )
@@ -79,6 +83,8 @@ SSD_PARAMS = {"window": 10, "theta": 0.7, "gamma": 1.0, "epsilon": 1e-6}
 DPP_PARAMS = {"alpha": 1.0, "epsilon": 1e-6}
 MMR_PARAMS = {"lam": 0.7}
 DIMS = {"ssd": 256, "dpp": 128, "mmr": 256}
+GRID_OPS = ("ssd", "dpp", "mmr")
+PEER_OPS = (*GRID_OPS, "msd", "cover")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,9 +354,9 @@ def make_raw_inputs(seed: int) -> RawInputs:
 def blend_raw(op: str, x: RawInputs) -> torch.Tensor:
     """blendspec from raw inputs: feature map, per-request z-score, then the compiled loop.
 
-    The parameters are pyversity's with diversity 0.3 (SSD's theta and MMR's lambda are 0.7);
-    DPP's alpha is 1 (pyversity's diversity 0.5 at scale 2); SSD's epsilon is pyversity's
-    float32 machine epsilon.
+    The parameters are pyversity's with diversity 0.3 (SSD's, MSD's and COVER's theta and MMR's
+    lambda are 0.7); DPP's alpha is 1 (pyversity's diversity 0.5 at scale 2); SSD's epsilon is
+    pyversity's float32 machine epsilon; COVER's gamma is pyversity's default, 0.5.
     """
     phi = feature_map(
         SimilaritySignals(embeddings=((x.embeddings, 1.0),)), x.mask, bias=op == "ssd"
@@ -363,12 +369,17 @@ def blend_raw(op: str, x: RawInputs) -> torch.Tensor:
                        epsilon=eps).indices  # fmt: skip
         if op == "dpp":
             return dpp(r, phi, x.mask, None, slate_length=T, alpha=1.0).indices
+        if op == "msd":
+            return msd(r, phi, x.mask, None, slate_length=T, theta=0.7).indices
+        if op == "cover":
+            return cover(r, phi, x.mask, None, slate_length=T, theta=0.7, gamma=0.5).indices
         return mmr(r, phi, x.mask, None, slate_length=T, lam=0.7).indices
 
 
 def pyversity_raw(op: str, x: RawInputs, zscored: np.ndarray) -> np.ndarray:
-    """pyversity on the same requests, one call each. Its MMR takes scores as given (no
-    normalisation of its own), so it receives the z-scored utilities blendspec uses."""
+    """pyversity on the same requests, one call each. Its MMR, MSD and COVER take scores as
+    given (no normalisation of their own), so they receive the z-scored utilities blendspec
+    uses."""
     import pyversity
 
     emb = x.embeddings.numpy()
@@ -379,6 +390,10 @@ def pyversity_raw(op: str, x: RawInputs, zscored: np.ndarray) -> np.ndarray:
             out = pyversity.ssd(emb[i], utility[i], T, diversity=0.3, window=10, gamma=1.0)
         elif op == "dpp":
             out = pyversity.dpp(emb[i], utility[i], T, diversity=0.5, scale=2.0)
+        elif op == "msd":
+            out = pyversity.msd(emb[i], zscored[i], T, diversity=0.3)
+        elif op == "cover":
+            out = pyversity.cover(emb[i], zscored[i], T, diversity=0.3, gamma=0.5)
         else:
             out = pyversity.mmr(emb[i], zscored[i], T, diversity=0.3)
         rows.append(out.indices)
@@ -417,7 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="N=500, B in {8, 64}, 1 repetition")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and BLAS")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per cell (best of)")
-    parser.add_argument("--ops", default="ssd,dpp,mmr")
+    parser.add_argument(
+        "--ops",
+        default=None,
+        help=f"default {','.join(GRID_OPS)} ({','.join(PEER_OPS)} vs pyversity)",
+    )
     parser.add_argument(
         "--wait-idle",
         action="store_true",
@@ -443,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [500] if args.quick else [100, 500, 2000]
     batches = [8, 64] if args.quick else [1, 8, 64]
     repeat = args.repeat or (1 if args.quick else 3)
-    ops = args.ops.split(",")
+    peer_ops = args.ops.split(",") if args.ops else list(PEER_OPS)
+    ops = [op for op in peer_ops if op in GRID_OPS]  # msd and cover have no numpy baseline
     print(
         f"torch {torch.__version__} threads={torch.get_num_threads()}  numpy {np.__version__}  "
         f"cores={os.cpu_count()}  OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}  "
@@ -458,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'core-ms/req':>12} {'floor ms':>9} {'x floor':>8}"
     )
     if args.pyversity_only:
-        pyversity_table(ops, repeat)
+        pyversity_table(peer_ops, repeat)
         return 0
     if not args.trace_only:
         print(header)
@@ -493,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_trace:
         trace_table(ops, 500, [1, 8] if args.quick else [1, 8, 64], max(repeat, 3))
     if args.pyversity:
-        pyversity_table(ops, repeat)
+        pyversity_table(peer_ops, repeat)
     if args.wait_idle:
         print(f"timed runs that could not wait for an idle machine: {IDLE['busy_cells']}")
     return 0
