@@ -68,15 +68,15 @@ import torch  # noqa: E402
 
 from blendspec.ops import (  # noqa: E402
     SimilaritySignals,
-    cover,
     dpp,
     feature_map,
     kernels,
     mmr,
-    msd,
     normalize_relevance,
     ssd,
 )
+from blendspec.ops.cover import cover  # noqa: E402
+from blendspec.ops.msd import msd  # noqa: E402
 
 T = 50
 SSD_PARAMS = {"window": 10, "theta": 0.7, "gamma": 1.0, "epsilon": 1e-6}

@@ -1,5 +1,5 @@
 """COVER (facility-location coverage) as a diversifier plugin: spec block, graph node, lowering
-and explain hooks. Its operator is `blendspec.ops.cover` (torch) and `blend_cover` in greedy.c."""
+and explain hooks. Its operator is `blendspec.ops.cover.cover` (torch) and `blend_cover` in greedy.c."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ class Cover(FeatureDiversifier):
         *,
         trace: bool,
     ) -> Selection:
-        from blendspec import ops
+        from blendspec.ops.cover import cover
 
         assert features is not None
-        return ops.cover(
+        return cover(
             relevance, features, mask, constraints, slate_length=attrs["length"],
             theta=attrs["theta"], gamma=attrs["gamma"], trace=trace,
         )  # fmt: skip

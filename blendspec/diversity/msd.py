@@ -1,5 +1,5 @@
 """MSD (max sum of distances) as a diversifier plugin: spec block, graph node, lowering and
-explain hooks. Its operator is `blendspec.ops.msd` (torch) and `blend_msd` in greedy.c."""
+explain hooks. Its operator is `blendspec.ops.msd.msd` (torch) and `blend_msd` in greedy.c."""
 
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ class Msd(FeatureDiversifier):
         *,
         trace: bool,
     ) -> Selection:
-        from blendspec import ops
+        from blendspec.ops.msd import msd
 
         assert features is not None
-        return ops.msd(
+        return msd(
             relevance, features, mask, constraints, slate_length=attrs["length"],
             theta=attrs["theta"], trace=trace,
         )  # fmt: skip

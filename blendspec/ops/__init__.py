@@ -11,7 +11,7 @@ from blendspec.ops.constraints import (
 )
 from blendspec.ops.metrics import slate_metrics
 from blendspec.ops.relevance import normalize_relevance
-from blendspec.ops.select import cover, dpp, greedy_relevance, mmr, msd, ssd
+from blendspec.ops.select import dpp, greedy_relevance, mmr, ssd
 from blendspec.ops.similarity import SimilaritySignals, feature_map
 from blendspec.ops.topk import stable_order, top_by_relevance
 
@@ -24,13 +24,11 @@ __all__ = [
     "SemanticIdPenalty",
     "SimilaritySignals",
     "SoftSpacing",
-    "cover",
     "dpp",
     "feature_map",
     "greedy_relevance",
     "kernels",
     "mmr",
-    "msd",
     "normalize_relevance",
     "slate_metrics",
     "ssd",

@@ -1,4 +1,4 @@
-"""Greedy selectors: relevance only (algorithm ``none``), SSD, DPP, MMR, MSD and COVER.
+"""Greedy selectors: relevance only (algorithm ``none``), SSD, DPP and MMR.
 
 All share one contract: a batch of requests padded to N candidates with a bool mask, selected in
 lock step for ``slate_length`` steps; ties go to the lower candidate index; a request gives the
@@ -14,13 +14,11 @@ from blendspec.ops._common import batch_chunks
 from blendspec.ops._greedy import Selection, Selector, run_chunks
 from blendspec.ops._inputs import prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints
-from blendspec.ops.cover import cover
 from blendspec.ops.dpp import dpp
 from blendspec.ops.mmr import mmr
-from blendspec.ops.msd import msd
 from blendspec.ops.ssd import ssd
 
-__all__ = ["Selection", "cover", "dpp", "greedy_relevance", "mmr", "msd", "ssd"]
+__all__ = ["Selection", "dpp", "greedy_relevance", "mmr", "ssd"]
 
 
 def greedy_relevance(

@@ -24,11 +24,11 @@ from blendspec.ops import (
     SoftSpacing,
     _common,
     _native,
-    cover,
     feature_map,
     kernels,
-    msd,
 )
+from blendspec.ops.cover import cover
+from blendspec.ops.msd import msd
 
 from . import reference as ref
 from .helpers import Batch, assert_follows, batches, kernel_of, ref_constraints, signatures
