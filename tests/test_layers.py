@@ -11,7 +11,9 @@ test imports. Two graphs are checked:
   graph must be acyclic too, except for the cycles listed in KNOWN_LAZY_CYCLES.
 
 Then, in subprocesses, the spec commands run and report which modules they loaded: torch and
-blendspec.ops must not be among them.
+blendspec.ops must not be among them, nor, for a plain `blend validate`, typer and rich (it runs
+without the typer app, and must answer as the typer command does). The parser cache is checked
+too: optional, and loading the same parser as a fresh build.
 """
 
 from __future__ import annotations
@@ -254,6 +256,126 @@ def test_parser_cache_is_used_and_optional(tmp_path: Path) -> None:
     )
     assert cli.returncode == 0, cli.stderr
     assert "ok" in cli.stderr and "error" not in cli.stderr
+
+
+def test_a_cached_parser_parses_as_the_built_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache holds the built parser pickled whole, its scanners' regexes compiled: loaded, it
+    gives the same documents and the same syntax errors, and compiles no regex while parsing."""
+    import re
+
+    from lark import Lark
+
+    from blendspec.spec import syntax
+    from blendspec.spec.diagnostics import Source, SpecError, render_text
+
+    built = Lark(syntax.grammar_text(), **syntax._PARSER_OPTIONS)
+    path = tmp_path / "parser.pickle"
+    syntax._save_parser(built, path)
+    with open(path, "rb") as cached:
+        loaded = syntax._ParserUnpickler(cached).load()
+
+    def document(parser: Lark, text: str) -> object:
+        monkeypatch.setattr(syntax, "_parser", lambda: parser)
+        try:
+            parsed = syntax.parse_document(Source("x.blend", text), "dsl")
+        except SpecError as error:
+            return render_text(error.source, error.diagnostics)
+        return parsed.data, parsed.spans
+
+    texts = [p.read_text() for p in sorted(SPECS.glob("*.blend"))]
+    texts += [t.replace("utility", "utility utility", 1) for t in texts]  # unexpected token
+    texts += [t[: len(t) // 2] for t in texts] + [t.replace("=", "$", 1) for t in texts]
+    expected = [document(built, text) for text in texts]
+    compiled: list[object] = []
+    compile_regex = re.compile
+    monkeypatch.setattr(re, "compile", lambda *args: compiled.append(args) or compile_regex(*args))
+    assert [document(loaded, text) for text in texts] == expected
+    assert compiled == []
+
+
+_MODULES_PROBE = """
+import json, sys
+from blendspec.cli import main
+sys.argv = ["blend", *json.loads(sys.argv[1])]
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in ("typer", "click", "rich") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["validate", SPEC, str(SPECS / "ads.yaml")], ["validate", "--format", "json", SPEC]],
+    ids=lambda a: " ".join(Path(x).name for x in a),
+)
+def test_plain_validate_imports_neither_typer_nor_rich(args: list[str], tmp_path: Path) -> None:
+    """`blend validate SPEC…` on clean specs, stderr not a terminal, runs on the spec layer alone:
+    typer's import and app, and rich's, are most of what start-up could save (issue 16)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES_PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["specs/a.blend", "/x y/a.yaml (2 warnings)", "a[b]c.blend", "x:y:.blend", "é.blend",
+     "tab\tname.blend", "long/" * 40 + "a.blend", "trailing ", "bell\a.blend"],
+)  # fmt: skip
+def test_print_marked_writes_what_rich_would(
+    path: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`blend validate`'s "ok" line skips rich only where rich would write the text unchanged."""
+    from blendspec.cli.common import print_marked
+    from blendspec.io.console import stderr_console
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    print_marked("ok", "green", f" {path}")
+    plain = capsys.readouterr().err
+    stderr_console().print(f"[green]ok[/green] {path}")
+    assert plain == capsys.readouterr().err
+
+
+def test_plain_validate_answers_as_the_typer_command(tmp_path: Path) -> None:
+    """A plain `blend validate` command line runs without typer (blendspec.cli.validating);
+    BLENDSPEC_DEBUG turns that off, so with and without it the answers must be the same: exit
+    code, stdout and stderr, in colour too."""
+    errors = REPO / "tests" / "golden" / "errors"
+    odd = tmp_path / "a[b]c:d.blend"  # rich markup and emoji syntax in a path
+    odd.write_text((SPECS / "ads.blend").read_text())
+    lines = [
+        ["validate", SPEC],
+        ["validate", SPEC, str(SPECS / "ads.yaml"), str(errors / "misspelled_input.blend")],
+        ["validate", "--strict", str(errors / "warnings_only.blend")],
+        ["validate", str(errors / "warnings_only.blend"), "--no-strict"],
+        ["validate", "--format=json", str(errors / "many_errors.yaml"), SPEC],
+        ["validate", str(errors / "warnings_only.blend"), "--format", "json", "--strict"],
+        ["validate", "--format", "text", "missing.blend", "spec.txt", str(odd)],
+    ]
+    for env in ({}, {"FORCE_COLOR": "1"}):
+        for line in lines:
+            answers = []
+            for debug in ({}, {"BLENDSPEC_DEBUG": "1"}):
+                done = subprocess.run(
+                    [sys.executable, "-m", "blendspec", *line],
+                    capture_output=True,
+                    cwd=tmp_path,
+                    env={**_env(), **env, **debug},
+                    timeout=120,
+                )
+                answers.append((done.returncode, done.stdout, done.stderr))
+            assert answers[0] == answers[1], (env, line)
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))

@@ -5,62 +5,149 @@ One module per command group: ``spec`` (validate, fmt, graph, schema), ``run`` (
 ``policy`` (policy train | eval | report), ``diff``, ``explain``, ``export``; ``common`` holds
 what they share. Each imports the library it drives inside the command, so `blend --help` and the
 spec commands never import torch (tests/test_layers.py).
+
+Importing this package is cheap: the typer app (``blendspec.cli.app``) is built on first use,
+and :func:`main` imports what it runs. A plain `blend validate …` runs without typer at all
+(``validating.run_plain``): an editor or a pre-commit hook runs it on every save, and typer's
+import and app cost about as much as the validation (benchmarks/bench_validate.py).
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
+import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.markup import escape
+if TYPE_CHECKING:
+    import typer
 
-from blendspec.cli import diff, explain, export, policy, run, spec
-from blendspec.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, writes_files
-from blendspec.io.console import stderr_console
-from blendspec.io.outputs import environment_message
+    from blendspec.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
-
-app = typer.Typer(
-    name="blend",
-    help="Declare, validate, compile and run the blending layer of a recommender.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 # torch's allocator puts large tensors on transparent huge pages when asked: a batch's padded
 # inputs and feature map are ~100 MB each, allocated afresh per batch, and with 4 KiB pages
 # their first touch costs a page fault per page (`blend run` measured ~8% faster with it).
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-# The order here is the order of `blend --help`.
-app.command()(spec.validate)
-app.command()(spec.fmt)
-app.command()(spec.graph)
-app.command()(spec.schema)
-app.command("run")(run.run_command)
-app.command()(run.simulate)
-app.add_typer(policy.app, name="policy")
-# diff and explain write nothing but stdout: no output path to guard.
-app.command("diff")(diff.diff_command)
-app.command("explain")(explain.explain_command)
-app.command("export")(writes_files(export.export_command))
+_COMMAND_MODULES = ("common", "diff", "explain", "export", "policy", "run", "spec", "validating")
+
+
+def _build_app() -> typer.Typer:
+    import typer
+
+    from blendspec.cli import diff, explain, export, policy, run, spec
+    from blendspec.cli.common import writes_files
+
+    app = typer.Typer(
+        name="blend",
+        help="Declare, validate, compile and run the blending layer of a recommender.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    # The order here is the order of `blend --help`.
+    app.command()(spec.validate)
+    app.command()(spec.fmt)
+    app.command()(spec.graph)
+    app.command()(spec.schema)
+    app.command("run")(run.run_command)
+    app.command()(run.simulate)
+    app.add_typer(policy.app, name="policy")
+    # diff and explain write nothing but stdout: no output path to guard.
+    app.command("diff")(diff.diff_command)
+    app.command("explain")(explain.explain_command)
+    app.command("export")(writes_files(export.export_command))
+    return app
+
+
+def _app() -> typer.Typer:
+    """The typer app, built once."""
+    app = globals().get("app")
+    if app is None:
+        app = globals()["app"] = _build_app()
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`blendspec.cli.app` (built on first access), the exit codes and the command modules."""
+    if name == "app":
+        return _app()
+    if name in ("EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"):
+        return getattr(importlib.import_module(f"{__name__}.common"), name)
+    if name in _COMMAND_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _start(args: list[str]) -> int | typer.Typer:
+    """A plain `blend validate …` run without typer (its exit code), or else the typer app.
+
+    The cyclic garbage collector is paused meanwhile. Start-up allocates a few hundred thousand
+    objects (modules, the spec model's classes, the parser) and frees almost none, so the
+    collections it would trigger find no garbage, yet they cost `blend validate` 2% of its time;
+    what start-up allocated then goes to the oldest generation unexamined (`gc.freeze()` then
+    `gc.unfreeze()`, documented to do just that), where collecting it would have sent it, and the
+    command runs with the collector as it found it. After a plain validate, the process ends with
+    the heap frozen (:func:`_freeze_at_exit`).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from blendspec.cli.validating import run_plain
+
+        code = run_plain(args)
+        if code is None:
+            return _app()
+        _freeze_at_exit()
+        return code
+    finally:
+        if collecting:
+            gc.freeze()
+            gc.unfreeze()
+            gc.enable()
+
+
+_freezing_at_exit = False
+
+
+def _freeze_at_exit() -> None:
+    """At interpreter exit, before its last collections, freeze the heap: they would examine every
+    object left (7% of `blend validate`'s time) to finalise garbage that a process about to end
+    does not need finalised (Python never promises to). Registered once; when `main` is called
+    in-process, it runs when that process ends."""
+    global _freezing_at_exit
+    if not _freezing_at_exit:
+        atexit.register(gc.freeze)
+        _freezing_at_exit = True
 
 
 def main() -> None:
     """Console-script entry: user errors are diagnostics, anything else an internal error (exit 2)."""
     try:
+        app = _start(sys.argv[1:])
+        if isinstance(app, int):
+            sys.exit(app)
         app()  # standalone: click turns usage errors into exit 2 and typer.Exit into its code
     except SystemExit:
         raise
     except KeyboardInterrupt:
+        from blendspec.io.console import stderr_console
+
         stderr_console().print("interrupted")
         sys.exit(130)
     except Exception as error:  # the last line of defence against a traceback
         if os.environ.get("BLENDSPEC_DEBUG"):
             raise
+        from rich.markup import escape
+
+        from blendspec.cli.common import EXIT_USAGE
+        from blendspec.io.console import stderr_console
+        from blendspec.io.outputs import environment_message
+
         message = environment_message(error)  # a full disk is not a bug in blendspec
         if message is not None:
             stderr_console().print(f"[bold red]error[/bold red]: {escape(message)}")

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from blendspec.cli.common import (
     EXIT_FAILED,
@@ -31,9 +30,9 @@ from blendspec.cli.common import (
     write_atomic,
     writes_files,
 )
-from blendspec.io.console import stderr_console, stdout_console
-from blendspec.spec.diagnostics import SpecError, render_text, to_json
-from blendspec.spec.loader import LoadedSpec
+from blendspec.cli.validating import validate_specs
+from blendspec.io.console import stderr_console
+from blendspec.spec.diagnostics import SpecError
 
 
 class GraphFormat(StrEnum):
@@ -58,85 +57,7 @@ def validate(
     ] = None,
 ) -> None:
     """Parse, type-check and lint specs; with --candidates, check a dump against the spec."""
-    if candidates is not None and len(specs) != 1:
-        fail("--candidates checks a dump against exactly one spec", EXIT_USAGE)
-    failed = False
-    report: list[dict[str, object]] = []
-    console = stderr_console()
-    for path in specs:
-        try:
-            loaded = load(path)
-        except SpecError as error:
-            failed = True
-            report.append(
-                {
-                    "file": str(path),
-                    "ok": False,
-                    "diagnostics": [to_json(error.source, d) for d in error.diagnostics],
-                }
-            )
-            show_diagnostics(error, output)
-            continue
-        warnings = loaded.warnings
-        if strict and warnings:
-            failed = True
-        report.append(
-            {
-                "file": str(path),
-                "ok": not (strict and warnings),
-                "diagnostics": [to_json(loaded.document.source, d) for d in warnings],
-            }
-        )
-        if output is OutputFormat.text:
-            if warnings:
-                console.print(render_text(loaded.document.source, warnings, color=True))
-            count = len(warnings)
-            suffix = f" ({count} warning{'s' * (count != 1)})" if count else ""
-            console.print(f"[green]ok[/green] {path}{suffix}")
-    if candidates is not None and not failed:
-        dump_ok, dump_json = _validate_dump(load(specs[0]), candidates, output)
-        report.append(dump_json)
-        failed = not dump_ok
-    if output is OutputFormat.json:
-        print(json.dumps(report, indent=2))
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-
-
-def _validate_dump(
-    loaded: LoadedSpec, candidates: Path, output: OutputFormat
-) -> tuple[bool, dict[str, object]]:
-    from blendspec.io.dump import DumpError, validate_dump
-
-    try:
-        report = validate_dump(candidates, loaded.spec)
-    except DumpError as error:
-        stderr_console().print(f"[bold red]error[/bold red]: {escape(str(error))}")
-        return False, {"dump": str(candidates), "ok": False, "error": str(error)}
-    if output is OutputFormat.text:
-        out = stdout_console()
-        out.print(
-            f"dump {candidates} against {loaded.document.source.name}: "
-            f"{report.requests:,} requests, {report.rows:,} rows"
-        )
-        for check in report.checks:
-            mark = "[green]PASS[/green]" if check.ok else "[bold red]FAIL[/bold red]"
-            line = f"  {mark}  {check.name}"
-            if check.failed_requests:
-                line += f" — {check.failed_requests:,} request{'s' * (check.failed_requests > 1)}"
-            out.print(line)
-            for example in ([check.detail] if check.detail else []) + check.examples:
-                out.print(f"        {example}")
-    return report.ok, {
-        "dump": str(candidates),
-        "ok": report.ok,
-        "requests": report.requests,
-        "rows": report.rows,
-        "checks": [
-            {"name": c.name, "ok": c.ok, "failed_requests": c.failed_requests,
-             "examples": c.examples, "detail": c.detail}
-            for c in report.checks
-        ],
-    }  # fmt: skip
+    raise typer.Exit(validate_specs(specs, output, strict, candidates))
 
 
 @writes_files

@@ -8,8 +8,6 @@ data.
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -113,6 +111,8 @@ class SpecError(Exception):
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """The help line for a misspelt name, when one known name is close enough to be the intent."""
+    import difflib  # only on an error: not every `blend validate` pays for it
+
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None
 
@@ -179,6 +179,8 @@ def to_json(source: Source, diagnostic: Diagnostic) -> dict[str, object]:
 
 
 def render_json(source: Source, diagnostics: Sequence[Diagnostic]) -> str:
+    import json
+
     return json.dumps([to_json(source, d) for d in sorted(diagnostics, key=sort_key)], indent=2)
 
 
