@@ -318,17 +318,20 @@ UPPER_BOUND_CASES = [(709, 6), (MAX_WINDOW, 6), (MAX_WINDOW, 80)]  # T > 64 too
 @pytest.mark.parametrize("diversity", ["none", "ssd", "dpp"])
 @pytest.mark.parametrize(("window", "slate"), UPPER_BOUND_CASES)
 def test_windows_at_the_upper_bound_run(window: int, slate: int, diversity: str) -> None:
-    """`blend run` with a window ≥ 709 used to overflow `math.lcm(1..w)`; the weight tables are
-    sized by min(window, T), so the longest window costs little more than one of T."""
+    """`blend run` with a window ≥ 709 used to overflow `math.lcm(1..w)`. The operators clamp
+    every window to the slate's length T where they receive it (a window of w ≥ T acts exactly
+    as one of T), so the longest window runs as, and gives bit for bit what, a window of T gives:
+    its cost is that of T (benchmarks time it; a wall-clock limit here only measured the load
+    of the machine)."""
     from blendspec.ops._native import kernels
 
-    loaded = _tiny_module_spec(window, slate, diversity)
-    start = time.perf_counter()
     with kernels("torch"):
-        out = _run_tiny(loaded, slate)
-    assert time.perf_counter() - start < 20
+        out = _run_tiny(_tiny_module_spec(window, slate, diversity), slate)
+        as_t = _run_tiny(_tiny_module_spec(slate, slate, diversity), slate)
     assert (out["indices"] >= 0).all()  # a full slate: N > T
     assert torch.isfinite(out["scores"]).all()
+    assert torch.equal(out["indices"], as_t["indices"])
+    assert torch.equal(out["scores"], as_t["scores"])
 
 
 _NATIVE_CHECK = """
