@@ -3,7 +3,10 @@
     python examples/serve.py homefeed.pt2 --port 8080      # loopback by default
 
 It never imports blendspec: the artifact carries the program and its input contract
-(`blendspec.json`), and this file follows that contract. Endpoints:
+(`blendspec.json`), and this file follows that contract. It serves either kind the contract names:
+a torch.export program (`blend export`) or an AOTInductor package (`blend export --aot`), which it
+loads with `torch._C._aoti.AOTIModelPackageLoader` after checking that this host can run it (the
+platform, the torch release and the CPU features the package was compiled for). Endpoints:
 
 * ``GET /contract`` — the artifact's metadata (inputs in order, dtypes, shapes, outputs, hash).
 * ``POST /blend`` — a JSON request, or ``{"requests": [...]}`` to blend several in one batch::
@@ -26,6 +29,7 @@ import argparse
 import hashlib
 import json
 import math
+import platform
 import sys
 import threading
 import zipfile
@@ -38,6 +42,8 @@ import torch
 
 METADATA_FILE = "blendspec.json"
 SEED_INPUT = "@request_seed"
+AOTI_KIND = "aoti"
+AOTI_MODEL = "model"
 _DTYPES = {"float32": torch.float32, "int64": torch.int64, "bool": torch.bool}
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -56,11 +62,16 @@ class Artifact:
     """The loaded program and its contract; `blend` turns JSON requests into JSON answers."""
 
     def __init__(self, path: str | Path) -> None:
-        if not zipfile.is_zipfile(path):  # torch would log its own traceback before failing
-            raise ValueError("not a .pt2 archive written by `blend export`")
-        extra = {METADATA_FILE: ""}
-        self.program = torch.export.load(str(path), extra_files=extra).module()
-        self.meta: dict[str, Any] = json.loads(extra[METADATA_FILE])
+        self.meta: dict[str, Any] = read_contract(path)
+        self.kind = self.meta.get("kind", "exported")
+        if self.kind == AOTI_KIND:
+            check_host(self.meta)  # before its library is loaded: a missing ISA is a SIGILL
+            # Not torch._inductor.aoti_load_package: that probes the CPU by compiling a test
+            # program (and warns when the package's ISA is not the widest this CPU has).
+            loader = torch._C._aoti.AOTIModelPackageLoader(str(path), AOTI_MODEL, False, 1, -1)
+            self.program = lambda *inputs: loader.run(list(inputs))
+        else:
+            self.program = torch.export.load(str(path)).module()
         self.inputs: list[dict[str, Any]] = self.meta["inputs"]
         self.outputs: list[str] = self.meta["outputs"]
         self.multiple = int(self.meta["candidate_multiple"])
@@ -149,6 +160,71 @@ class Artifact:
                     answer[name] = value[row].item()
             answers.append(answer)
         return answers
+
+
+def read_contract(path: str | Path) -> dict[str, Any]:
+    """The artifact's `blendspec.json`, read from the archive without loading the program (both
+    kinds keep it at `<archive>/extra/blendspec.json`)."""
+    if not zipfile.is_zipfile(path):  # torch would log its own traceback before failing
+        raise ValueError("not a .pt2 archive written by `blend export`")
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith(f"/extra/{METADATA_FILE}"):
+                return json.loads(archive.read(name))
+    raise ValueError(f"no {METADATA_FILE} inside: not written by `blend export`")
+
+
+def cpu_features() -> set[str] | None:
+    """This CPU's flags as /proc/cpuinfo names them; None where there is no /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+_TORCH_CPU_PROBES = {
+    "avx2": "_is_avx2_supported",
+    "avx512f": "_is_avx512_supported",
+    "avx512_vnni": "_is_vnni_supported",
+    "amx_tile": "_is_amx_tile_supported",
+}
+
+
+def check_host(meta: dict[str, Any]) -> None:
+    """Refuse (ValueError) an AOTInductor package this host cannot run: the contract's `target`
+    names the platform and the CPU features it was compiled to use, `torch_version` the torch."""
+    target = meta.get("target") or {}
+    built = f"{target.get('system')}/{target.get('machine')}"
+    here = f"{platform.system()}/{platform.machine()}"
+    if built != here:
+        raise ValueError(f"this AOTInductor package was compiled for {built}; this host is {here}")
+    recorded = str(meta.get("torch_version", ""))
+    if recorded.split("+")[0] != torch.__version__.split("+")[0]:
+        raise ValueError(
+            f"this AOTInductor package was compiled against torch {recorded}; this host runs "
+            f"torch {torch.__version__}"
+        )
+    required = list(target.get("cpu_features", []))
+    flags = cpu_features()
+    if flags is not None:
+        missing = [f for f in required if f not in flags]
+    else:  # no /proc/cpuinfo: what torch's own CPU detection can answer for
+        missing = [
+            f
+            for f in required
+            if f in _TORCH_CPU_PROBES and not getattr(torch.cpu, _TORCH_CPU_PROBES[f])()
+        ]
+    if missing:
+        raise ValueError(
+            f"this AOTInductor package was compiled for the `{target.get('isa')}` instruction "
+            f"set and this CPU lacks {', '.join(missing)} (it would crash on an illegal "
+            "instruction); export it with `blend export --aot --isa avx2` for a portable build"
+        )
 
 
 def _candidates(request: dict[str, Any]) -> list[dict[str, Any]]:

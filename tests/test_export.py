@@ -288,6 +288,12 @@ def test_contract_golden(tiny) -> None:  # type: ignore[no-untyped-def]
     assert_golden(GOLDEN / "export" / "tiny_contract.json", json.dumps(meta, indent=2) + "\n")
     program, recorded = load_artifact(artifact)
     assert recorded["spec_hash"] == meta["spec_hash"]
+    assert recorded["kind"] == "exported" and recorded["target"] is None
+    # The example inputs torch.export keeps are left out of the file (an empty entry remains).
+    import zipfile
+
+    infos = zipfile.ZipFile(artifact).infolist()
+    assert all(i.file_size == 0 for i in infos if "sample_inputs" in i.filename)
     mask = torch.tensor([[True] * 4 + [False] * 28])
     scores = torch.tensor([[0.1, 0.9, 0.8, 0.7] + [0.0] * 28])
     topic = torch.tensor([[0, 1, 1, 2] + [0] * 28])
