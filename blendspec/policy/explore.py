@@ -227,6 +227,7 @@ def exploration_logs(
     start: int = 0,
     candidates: int | tuple[int, int] = 200,
     batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
 ) -> pa.Table:
     """Request-level exploration logs (DESIGN §4) for ``requests`` simulator requests.
 
@@ -239,7 +240,8 @@ def exploration_logs(
     input), the state inputs (fixed-size lists), ``action``, one ``weight_<name>`` column per
     policy weight, ``propensity``, the sampled outcome counts (``click``, ``long_click``, ``save``,
     ``hide``, ``conversion``, ``revenue``) and their exact expectations ``expected_<outcome>``.
-    Seeded: the same arguments give the same table.
+    Seeded: the same arguments give the same table. ``progress(n)`` is called as each batch's
+    ``n`` requests are blended and answered.
     """
     spec = loaded.spec
     if behaviour not in ("uniform", "epsilon"):
@@ -284,6 +286,8 @@ def exploration_logs(
         cols[ACTION_COLUMN] += actions.tolist()
         cols[PROPENSITY_COLUMN] += props.tolist()
         cols["_state"].append(states)
+        if progress is not None:
+            progress(len(batch))
     n = len(cols[REQUEST_ID_COLUMN])
     state_all = (
         np.concatenate(cols["_state"])
@@ -343,13 +347,15 @@ def evaluate_on_policy(
     start: int = 0,
     candidates: int | tuple[int, int] = 200,
     batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
 ) -> OnPolicyResult:
     """Ground truth: serve ``requests`` held-out simulator requests and average the reward.
 
     ``chooser`` is a trained policy (its greedy action), a function from states ``[B, S]`` to
     action ids, a single action id (fixed weights; use it for the grid search of the best fixed
     weights), or an array of action ids, one per request. Uses a different request stream
-    (``seed``) than the logs by default, so the result is a held-out figure.
+    (``seed``) than the logs by default, so the result is a held-out figure. ``progress(n)`` is
+    called as each batch's ``n`` requests are served.
     """
     spec = loaded.spec
     grid = ActionGrid.from_spec(spec)
@@ -384,6 +390,8 @@ def evaluate_on_policy(
         segments += [q.segment for q in batch]
         for o in OUTCOMES:
             totals[o] += expected[o]
+        if progress is not None:
+            progress(len(batch))
     values = np.asarray(per_request)
     seg = np.asarray(segments)
     names = world.segment_names

@@ -87,17 +87,21 @@ def early_stopping(
     patience: int,
     run_epoch: Callable[[int], tuple[float, float]],
     score_name: str,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Fitted:
     """Run ``run_epoch(epoch) -> (training loss, score)`` for up to ``epochs`` epochs, keeping a
     copy of ``module``'s weights after the best-scoring epoch (higher is better; epoch 0 always
     counts), and stop once ``patience`` epochs in a row have not improved on it. The history
-    records ``{"epoch", "loss", score_name}`` per epoch run."""
+    records ``{"epoch", "loss", score_name}`` per epoch run; ``on_epoch`` is handed each record
+    as it is made (a command's progress bar)."""
     best_score, best_epoch, stale = -math.inf, 0, 0
     best_state = copy.deepcopy(module.state_dict())
     history: list[dict[str, float]] = []
     for epoch in range(epochs):
         loss, score = run_epoch(epoch)
         history.append({"epoch": epoch, "loss": loss, score_name: score})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if score > best_score or epoch == 0:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(module.state_dict())
@@ -145,6 +149,7 @@ def fit_gradient(
     fit: FitSettings,
     rank: int = 0,
     world_size: int = 1,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Fitted:
     """The gradient learner's loop; ``net`` is ``module`` itself or its DistributedDataParallel
     wrap.
@@ -197,11 +202,15 @@ def fit_gradient(
         value = score(module)
         return total / n, -total / n if value is None else value
 
-    return early_stopping(module, fit.epochs, fit.patience, run_epoch, "val_snips")
+    return early_stopping(module, fit.epochs, fit.patience, run_epoch, "val_snips", on_epoch)
 
 
 def fit_reward_model(
-    policy: LearnedPolicy, train: TrainingRows, val: LogData, fit: FitSettings
+    policy: LearnedPolicy,
+    train: TrainingRows,
+    val: LogData,
+    fit: FitSettings,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Fitted:
     """``method="model"``: fit a :class:`RewardModel` by least squares with a cosine
     learning-rate schedule (the reward is noisy enough that a constant rate keeps the argmax
@@ -240,7 +249,7 @@ def fit_reward_model(
             score = -float(((model(zv, va) - vr) ** 2).mean()) if len(va) else -total / n
         return total / n, score
 
-    fitted = early_stopping(model, fit.epochs, fit.patience, run_epoch, "val_neg_mse")
+    fitted = early_stopping(model, fit.epochs, fit.patience, run_epoch, "val_neg_mse", on_epoch)
     model.load_state_dict(fitted.state)
     model.eval()
     model.fold_into(net)

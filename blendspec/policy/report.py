@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,7 @@ def reward_ablation(
     methods: Sequence[str] = ("pg",),
     seed: int = 0,
     train_options: Mapping[str, Any] | None = None,
+    progress: Callable[[str, str, int, int], None] | None = None,
 ) -> tuple[list[AblationRow], dict[str, LearnedPolicy], str]:
     """Train one policy per declared reward (and method) and judge each by every metric.
 
@@ -192,6 +193,10 @@ def reward_ablation(
     defaults, is served on ``on_policy_requests`` held-out simulator requests and judged by the
     exact expected outcomes; otherwise by SNIPS on ``held_out`` logs. Returns the rows, the
     trained policies keyed ``"<reward>/<method>"``, and a line saying how they were judged.
+
+    ``progress(step, unit, done, total)`` follows the long steps: each training (``epochs``; it
+    may stop early) and, with ``world``, each on-policy judging (``requests``); ``step`` names
+    the step and its place among them (``"2/7 training click/pg"``).
     """
     spec = loaded.spec
     if not spec.rewards:
@@ -203,10 +208,30 @@ def reward_ablation(
     slate = int(spec.slate.length)
     train_data = {name: log_data(spec, train_logs, name) for name in spec.rewards}
     policies: dict[str, LearnedPolicy] = {}
+    trainings = len(train_data) * len(methods)
+    steps = trainings + (1 + trainings if world is not None else 0)
+    step = 0
+
+    def follow(what: str, unit: str, total: int) -> Callable[[int], None] | None:
+        """Tell `progress` a step starts; the step's callback (``n`` more done)."""
+        nonlocal step
+        if progress is None:
+            return None
+        step += 1
+        label, done = f"{step}/{steps} {what}", [0]
+        progress(label, unit, 0, total)
+
+        def advance(n: int) -> None:
+            done[0] += n
+            progress(label, unit, done[0], total)
+
+        return advance
+
     for name, data in train_data.items():
         for method in methods:
             config = TrainConfig(method=method, seed=seed, **dict(train_options or {}))
-            result = train_policy(spec, data, name, config=config)
+            epochs = _per_call(follow(f"training {name}/{method}", "epochs", config.epochs))
+            result = train_policy(spec, data, name, config=config, progress=epochs)
             result.policy.reward = name
             policies[f"{name}/{method}"] = result.policy
     rows: list[AblationRow] = []
@@ -219,6 +244,7 @@ def reward_ablation(
             ("defaults (fixed)", None, "fixed", default)
         ] + [(key, p.reward, key.split("/")[1], p) for key, p in policies.items()]
         for label, trained_for, method, chooser in choosers:
+            served = follow(f"judging {label}", "requests", on_policy_requests)
             result = evaluate_on_policy(
                 loaded,
                 world,
@@ -226,6 +252,7 @@ def reward_ablation(
                 on_policy_requests,
                 seed=on_policy_seed,
                 candidates=candidates,
+                progress=served,
             )
             means = {o: np.asarray([v]) for o, v in result.outcomes.items()}
             rewards = {name: float(reward_values(spec, name, means)[0]) for name in spec.rewards}
@@ -254,6 +281,11 @@ def reward_ablation(
             )
         )
     return rows, policies, how
+
+
+def _per_call(advance: Callable[[int], None] | None) -> Callable[[Any], None] | None:
+    """A callback that advances by one per call (training calls once per epoch, with a record)."""
+    return None if advance is None else lambda _record: advance(1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the three: ``compiler/lower.py`` needs :mod:`blendspec.policy.runtime` and what 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -32,7 +32,13 @@ from blendspec.policy.rewards import LogData, log_data
 from blendspec.policy.runtime import LearnedPolicy
 from blendspec.spec.model import Spec
 
-__all__ = ["TrainConfig", "TrainResult", "state_baseline", "train_policy"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "cross_fitted_reward_model",
+    "state_baseline",
+    "train_policy",
+]
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ def train_policy(
     reward_name: str | None = None,
     *,
     config: TrainConfig | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Train a policy for ``spec`` from request-level logs (see :func:`~blendspec.policy.rewards.log_data`).
@@ -191,6 +198,10 @@ def train_policy(
     Launched by ``torchrun`` (:func:`~blendspec.policy.ddp.torchrun_rank`), every process of the
     job calls this with ``nproc=1`` and they train together the same way; each returns the same
     policy.
+
+    ``progress`` is handed each epoch's record (``epoch``, ``loss`` and the score early stopping
+    watches) as the epoch ends; at most ``config.epochs`` of them (fewer when training stops
+    early). Training in several processes reports nothing: the epochs run in the workers.
     """
     if config is None:
         config = TrainConfig(**settings)
@@ -205,8 +216,28 @@ def train_policy(
     if launched is not None and config.method == "model":
         raise ValueError("method 'model' trains in one process; use nproc=1 without torchrun")
     data = logs if isinstance(logs, LogData) else log_data(spec, logs, reward_name)
-    grid = ActionGrid.from_spec(spec)
-    state = state_inputs(spec)
+    return _train(
+        ActionGrid.from_spec(spec),
+        state_inputs(spec),
+        data,
+        config,
+        spec_hash(spec),
+        reward_name or (spec.policy.reward if spec.policy else None),
+        launched,
+    )
+
+
+def _train(
+    grid: ActionGrid,
+    state: tuple[tuple[str, int], ...],
+    data: LogData,
+    config: TrainConfig,
+    hash_: str,
+    reward: str | None,
+    launched: tuple[int, int] | None = None,
+) -> TrainResult:
+    """:func:`train_policy` once the grid, the state and the rows are known (no spec needed:
+    :func:`cross_fitted_reward_model` trains on a grid the logs define)."""
     if len(data) < 2:
         raise ValueError("training needs at least 2 logged requests")
     seed = config.seed
@@ -225,8 +256,8 @@ def train_policy(
         state,
         kind,
         config.hidden,
-        spec_hash(spec),
-        reward_name or (spec.policy.reward if spec.policy else None),
+        hash_,
+        reward,
     )
     rewards = train.rewards.astype(np.float64)
     mean_reward = float(rewards.mean())
@@ -252,13 +283,15 @@ def train_policy(
     fit = config.fit_settings()
     fitted: Fitted
     if config.method == "model":
-        fitted = fit_reward_model(policy, rows, val, fit)
+        fitted = fit_reward_model(policy, rows, val, fit, on_epoch=progress)
     elif launched is not None:
         fitted = run_under_torchrun(policy, rows, val, fit, *launched)
     elif config.nproc > 1:
         fitted = run_spawned(policy, rows, val, fit, config.nproc)
     else:
-        fitted = fit_gradient(net, net, rows, lambda _: validation_score(policy, val), fit)
+        fitted = fit_gradient(
+            net, net, rows, lambda _: validation_score(policy, val), fit, on_epoch=progress
+        )
     net.load_state_dict(fitted.state)
     net.eval()
     report: dict[str, Any] = {}
@@ -289,3 +322,42 @@ def train_policy(
     return TrainResult(
         policy, fitted.history, fitted.best_epoch, report, len(train), len(val), greedy_report
     )
+
+
+def cross_fitted_reward_model(
+    grid: ActionGrid,
+    state: tuple[tuple[str, int], ...],
+    data: LogData,
+    *,
+    folds: int = 2,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[np.ndarray, LearnedPolicy]]:
+    """The reward model ``method="model"`` learns, fitted ``folds`` times, each time on the
+    rows outside one fold: ``[(rows of the fold, model that never saw them), …]``.
+
+    Doubly robust estimation subtracts the model's prediction from each logged reward; a model
+    that has seen the row predicts its own noise and biases the estimate towards the model
+    (cross-fitting, as in double machine learning). Each fold's model predicts its fold's rows
+    through :meth:`LearnedPolicy.scores` (the value network it folds into). ``state`` may be
+    empty (specs without a policy): the model then sees a constant and learns the actions'
+    levels alone. ``progress(1)`` is called after each fold.
+    """
+    config = replace(config or TrainConfig(), method="model", heads="joint", nproc=1, seed=seed)
+    n = len(data)
+    if n < 2 * folds:
+        raise ValueError(f"cross-fitting {folds} folds needs at least {2 * folds} requests")
+    if not state:
+        state = (("@constant", 1),)
+        data = replace(data, states=np.zeros((n, 1), dtype=np.float32))
+    fold = np.random.default_rng([seed, 0xF01D]).permutation(n) % folds
+    out: list[tuple[np.ndarray, LearnedPolicy]] = []
+    for f in range(folds):
+        rows = np.flatnonzero(fold == f)
+        train = data.subset(np.flatnonzero(fold != f))
+        model = _train(grid, state, train, config, "", None).policy
+        out.append((rows, model))
+        if progress is not None:
+            progress(1)
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -134,6 +134,7 @@ def write_dump(
     start: int = 0,
     segments: Sequence[int] | None = None,
     overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> DumpInfo:
     """Write a candidate dump of ``requests`` requests of stream ``seed`` to ``path``.
 
@@ -155,6 +156,9 @@ def write_dump(
     Sizes: a row of the default world is about 3.3 KB in Parquet (embeddings are incompressible
     floats), so 1,000 requests of 500 candidates take about 1.7 GB. JSON Lines is for
     interoperability and small samples: it is ~5x larger and ~40x slower to write.
+
+    ``progress(n)`` is called as each chunk's ``n`` requests are written (a minute or more for
+    large dumps, which a command shows as a bar out of ``requests``).
     """
     if format not in ("parquet", "jsonl"):
         raise ValueError(f"format must be 'parquet' or 'jsonl', not {format!r}")
@@ -191,6 +195,8 @@ def write_dump(
                 sink.write(world, chunk)
                 n_requests += len(chunk)
                 n_rows += sum(r.n for r in chunk)
+                if progress is not None:
+                    progress(len(chunk))
             if sink is None:  # no requests: still a valid, empty dump with the schema
                 target = tmp / f"part-00000{ext}" if sharded else tmp
                 files.append(target)
