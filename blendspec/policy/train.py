@@ -224,6 +224,7 @@ def train_policy(
         spec_hash(spec),
         reward_name or (spec.policy.reward if spec.policy else None),
         launched,
+        progress,
     )
 
 
@@ -235,6 +236,7 @@ def _train(
     hash_: str,
     reward: str | None,
     launched: tuple[int, int] | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """:func:`train_policy` once the grid, the state and the rows are known (no spec needed:
     :func:`cross_fitted_reward_model` trains on a grid the logs define)."""
