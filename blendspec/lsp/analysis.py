@@ -107,12 +107,13 @@ def analyse(text: str, syntax: Syntax, path: Path | None = None, name: str = "<s
         loaded = load_source(source, syntax, base_dir=base_dir, path=path)
     except SpecError as error:
         result.diagnostics = error.diagnostics
+        try:  # the spec has errors: parse again for navigation, if it parses at all
+            result.document = parse_document(source, syntax)
+        except SpecError:
+            return result
     else:
         result.diagnostics = loaded.warnings
-    try:
-        result.document = parse_document(source, syntax)
-    except SpecError:
-        return result
+        result.document = loaded.document
     result.declarations = declarations(result.document)
     return result
 
