@@ -33,13 +33,23 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
 # their first touch costs a page fault per page (`blend run` measured ~8% faster with it).
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-_COMMAND_MODULES = ("common", "diff", "explain", "export", "policy", "run", "spec", "validating")
+_COMMAND_MODULES = (
+    "common",
+    "diff",
+    "explain",
+    "export",
+    "lsp",
+    "policy",
+    "run",
+    "spec",
+    "validating",
+)
 
 
 def _build_app() -> typer.Typer:
     import typer
 
-    from blendspec.cli import diff, explain, export, policy, run, spec
+    from blendspec.cli import diff, explain, export, lsp, policy, run, spec
     from blendspec.cli.common import writes_files
 
     app = typer.Typer(
@@ -61,6 +71,7 @@ def _build_app() -> typer.Typer:
     app.command("diff")(diff.diff_command)
     app.command("explain")(explain.explain_command)
     app.command("export")(writes_files(export.export_command))
+    app.command("lsp")(lsp.lsp)
     return app
 
 

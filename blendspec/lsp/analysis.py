@@ -839,12 +839,38 @@ def _block_context(code: str, opened: list[int]) -> Context:
     if place == ("policy", "exploration"):
         kind = re.search(r"\bkind\s*=\s*(\w+)", inner)
         variant = kind.group(1) if kind else None
-    segment = re.split(r"[,\n{]", inner)[-1]
-    assigned = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*\[?([^=]*,\s*)?", segment)
-    if assigned is not None and place:
-        return ("value", place + (assigned.group(1),), variant)
-    if not segment.strip() and place:
-        return ("fields", place, variant, " = ")
+    return _option_context(_segment(inner), place, variant, "=", " = ")
+
+
+def _segment(text: str) -> str:
+    """The text after the last separator of options (`,`, a newline, `{`) outside brackets and
+    parentheses: the option being written (`state = [a, ` stays whole)."""
+    depth = 0
+    start = 0
+    for index, char in enumerate(text):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+        elif char in ",\n{" and depth == 0:
+            start = index + 1
+    return text[start:]
+
+
+def _option_context(
+    segment: str, place: tuple[str, ...], variant: str | None, assign: str, separator: str
+) -> Context:
+    """At an option's name (the block's fields), or at its value (what the field takes)."""
+    if not place:
+        return ("names",)
+    assigned = re.fullmatch(rf"\s*([A-Za-z_]\w*)\s*{assign}(.*)", segment, re.DOTALL)
+    if assigned is not None:
+        name, rest = assigned.groups()
+        if name == "similarity" or re.fullmatch(r"\s*(\[[^\]]*)?", rest):
+            return ("value", place + (name,), variant)
+        return ("none",)  # past a value (a number being typed)
+    if not segment.strip():
+        return ("fields", place, variant, separator)
     return ("names",)
 
 
@@ -878,14 +904,8 @@ def _yaml_context(lines: list[str], line: int, head: str) -> Context | None:
         rest = entry.group(3)
         flow = rest.rfind("{")
         if flow >= 0 and "}" not in rest[flow:]:
-            segment = re.split(r"[,{]", rest)[-1]
-            inner_key = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*:\s*\[?([^:]*,\s*)?", segment)
             place, variant = _yaml_place(keys, lines, line)
-            if inner_key is not None:
-                return ("value", place + (inner_key.group(1),), variant)
-            if not segment.strip():
-                return ("fields", place, variant, ": ")
-            return ("names",)
+            return _option_context(_segment(rest[flow + 1 :]), place, variant, ":", ": ")
         place, variant = _yaml_place(keys, lines, line)
         return ("value", place, variant)
     if head.strip() in ("", "-"):
