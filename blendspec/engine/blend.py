@@ -310,6 +310,27 @@ def blend_source(
         )  # fmt: skip
 
 
+def blend_to_table(
+    runner: Runner,
+    reader: DumpReader,
+    *,
+    batch_size: int,
+    limit: int | None,
+    on_bad_request: BadRequestPolicy,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pa.Table, Tally]:
+    """`blend_source` with the slates gathered in memory (`blendspec.blend`), where `blend run`
+    streams them to its Parquet file: the same batches give the same rows in the same order."""
+    tables: list[pa.Table] = []
+    tally = blend_source(
+        runner, reader, batch_size=batch_size, limit=limit, on_bad_request=on_bad_request,
+        emit=tables.append, restart=tables.clear, progress=progress,
+    )  # fmt: skip
+    if not tables:
+        return runner.schema.empty_table(), tally
+    return pa.concat_tables(tables), tally
+
+
 class _Scattered(Exception):
     """A request came back after another one (skip mode): blending starts over."""
 

@@ -22,12 +22,17 @@ asks :meth:`DumpReader.scattered_runs` for every scattered request (a scan of th
 column alone) and reads the dump again with ``DumpReader(..., scattered=runs)``, which rejects each
 scattered request whole, once, at its first row, with all of its runs in the reason, and drops its
 later runs (see `blendspec.engine.blend.blend_source`).
+
+Candidates already in memory (a pyarrow Table, a stream of record batches, or any dataframe
+that speaks the Arrow C stream interface) are an :class:`ArrowDump`: read like a one-file dump,
+with the same checks and the same messages, the dump's name standing for the file's.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +113,78 @@ class RequestBatch:
         return len(self.request_ids)
 
 
-def dump_files(path: Path) -> list[Path]:
+class ArrowDump:
+    """Candidates held by an Arrow producer instead of a file, read like a one-file dump.
+
+    `blendspec.blend` hands its in-memory candidates to the same reader as `blend run` through
+    this, so both check, pad and blend alike. A pyarrow Table can be read as often as asked (a
+    skipping run reads twice when a request's rows are scattered); a `RecordBatchReader` is a
+    stream, read once. `name` stands where a file's path would in every message.
+    """
+
+    def __init__(self, data: pa.Table | pa.RecordBatchReader, name: str = "candidates") -> None:
+        self.data = data
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"ArrowDump({self.name!r})"
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.data.schema
+
+    @property
+    def reusable(self) -> bool:
+        """Whether it can be read again (a Table), or only once (a stream)."""
+        return isinstance(self.data, pa.Table)
+
+    def materialized(self) -> ArrowDump:
+        """A dump that can be read again: the stream read whole into a Table (itself if it is
+        one already)."""
+        if self.reusable:
+            return self
+        return ArrowDump(pa.Table.from_batches(self.batches(None), self.schema), self.name)
+
+    def batches(self, rows: int | None) -> Iterator[pa.RecordBatch]:
+        """The record batches, at most `rows` rows each (zero-copy slices)."""
+        if isinstance(self.data, pa.Table):
+            yield from self.data.to_batches(max_chunksize=rows)
+            return
+        if self.data in _STREAMS_READ:
+            # An exhausted reader yields nothing: blending it again would give empty slates.
+            raise DumpError(
+                f"{self.name}: an Arrow stream can be read only once and was read already; "
+                "pass a pyarrow Table (or a DataFrame) to read the candidates again"
+            )
+        _STREAMS_READ.add(self.data)
+        stream = iter(self.data)
+        while True:
+            try:
+                batch = next(stream)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as error:
+                raise DumpError(f"{self.name}: the Arrow stream failed ({error})") from None
+            if rows is None or batch.num_rows <= rows:
+                yield batch
+                continue
+            for start in range(0, batch.num_rows, rows):
+                yield batch.slice(start, rows)
+
+
+_STREAMS_READ: weakref.WeakSet[pa.RecordBatchReader] = weakref.WeakSet()
+"""The streams an `ArrowDump` has begun to read (whichever dump wrapped them)."""
+
+DumpSource = Path | ArrowDump
+"""What a `DumpReader` reads: a dump's path (file or folder), or candidates in memory."""
+
+
+def dump_files(path: DumpSource) -> list[DumpSource]:
+    if isinstance(path, ArrowDump):
+        return [path]
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", *JSONL_SUFFIXES))
@@ -124,7 +200,7 @@ def dump_files(path: Path) -> list[Path]:
 class _Chunk:
     """Rows read from one file, and where they are in it (for messages that name a place)."""
 
-    file: Path
+    file: DumpSource
     table: pa.Table
     file_row: int
     lines: np.ndarray | None = None
@@ -142,8 +218,24 @@ class _Chunk:
         return str(self.file) if self.lines is None else self.where()
 
 
-def _arrow_chunks(files: list[Path], columns: list[str], rows: int) -> Iterator[_Chunk]:
+def _check_columns(where: str, columns: list[str], names: list[str]) -> None:
+    """Every column the spec needs is there, once."""
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DumpError(_missing_message(where, missing, names))
+    for column in columns:
+        if names.count(column) > 1:
+            raise DumpError(
+                f"{where}: column `{column}` appears {names.count(column)} times; "
+                "a dump's column names must be unique"
+            )
+
+
+def _arrow_chunks(files: list[DumpSource], columns: list[str], rows: int) -> Iterator[_Chunk]:
     for file in files:
+        if isinstance(file, ArrowDump):
+            yield from _in_memory_chunks(file, columns, rows)
+            continue
         if file.suffix in JSONL_SUFFIXES:
             yield from _jsonl_chunks(file, rows)
             continue
@@ -154,16 +246,7 @@ def _arrow_chunks(files: list[Path], columns: list[str], rows: int) -> Iterator[
             )
         except (pa.ArrowException, OSError) as error:
             raise DumpError(f"{file}: not a readable Parquet file ({error})") from None
-        names = parquet.schema_arrow.names
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise DumpError(_missing_message(str(file), missing, names))
-        for column in columns:
-            if names.count(column) > 1:
-                raise DumpError(
-                    f"{file}: column `{column}` appears {names.count(column)} times; "
-                    "a dump's column names must be unique"
-                )
+        _check_columns(str(file), columns, parquet.schema_arrow.names)
         batches = parquet.iter_batches(batch_size=rows, columns=columns)
         file_row = 0
         while True:
@@ -176,6 +259,37 @@ def _arrow_chunks(files: list[Path], columns: list[str], rows: int) -> Iterator[
                 raise DumpError(f"{file}: damaged Parquet data ({error})") from None
             yield _Chunk(file, pa.Table.from_batches([batch]), file_row)
             file_row += batch.num_rows
+
+
+def _in_memory_chunks(dump: ArrowDump, columns: list[str], rows: int) -> Iterator[_Chunk]:
+    """The columns the spec reads, in chunks of at most `rows` rows; Arrow's view layouts
+    (polars hands out `string_view`) as the plain types the checks and the padding know."""
+    _check_columns(dump.name, columns, dump.schema.names)
+    file_row = 0
+    for batch in dump.batches(rows):
+        table = _plain_layouts(pa.Table.from_batches([batch]).select(columns))
+        yield _Chunk(dump, table, file_row)
+        file_row += batch.num_rows
+
+
+def _plain_layouts(table: pa.Table) -> pa.Table:
+    """View types cast to their plain equivalents (the same values in other buffers)."""
+    plain = {
+        "string_view": pa.large_string(),
+        "binary_view": pa.large_binary(),
+    }
+    fields = []
+    for f in table.schema:
+        kind = f.type
+        if str(kind) in plain:
+            kind = plain[str(kind)]
+        elif getattr(pa.types, "is_list_view", lambda _: False)(kind):
+            kind = pa.list_(kind.value_field)
+        elif getattr(pa.types, "is_large_list_view", lambda _: False)(kind):
+            kind = pa.large_list(kind.value_field)
+        fields.append(f.with_type(kind))
+    schema = pa.schema(fields, table.schema.metadata)
+    return table if schema.equals(table.schema) else table.cast(schema)
 
 
 def _jsonl_chunks(file: Path, rows: int) -> Iterator[_Chunk]:
@@ -346,14 +460,14 @@ class DumpReader:
 
     def __init__(
         self,
-        path: Path,
+        path: DumpSource,
         spec: Spec,
         *,
         chunk_rows: int = 16_384,
         scattered: Mapping[str, Runs] | None = None,
         first_row: int = 0,
     ) -> None:
-        self.path = Path(path)
+        self.path: DumpSource = path if isinstance(path, ArrowDump) else Path(path)
         self.spec = spec
         self.files = dump_files(self.path)
         self.columns = [REQUEST_ID, CANDIDATE_ID, *spec.inputs]
@@ -771,7 +885,7 @@ class DumpReport:
 
 
 def validate_dump(
-    path: Path, spec: Spec, *, examples: int = 3, group_size: int = 256
+    path: DumpSource, spec: Spec, *, examples: int = 3, group_size: int = 256
 ) -> DumpReport:
     """Every check over every request of the dump, for `blend validate --candidates`; a request
     counts once (however many runs its rows make), and once per check it fails."""
