@@ -1,29 +1,49 @@
-"""`blend run --report PATH`: one self-contained HTML page (inline SVG, no scripts, no network) with
-the pictures an operator looks at: what each slate position gets, what diversity costs in utility,
-and how far apart sensitive items land."""
+"""`blend run --report PATH`: one self-contained HTML page (Plotly charts with their JavaScript
+inline, so it opens offline) with what an operator looks at: the run's summary table as the
+terminal prints it, what each slate position gets, how alike consecutive items are, how often
+and how close together sensitive items land (against each set's spacing window), and what
+diversity costs in utility. Every chart has hover values and its numbers in a table under it; the
+page ends with the glossary of the measures it shows (docs/metrics.md)."""
 
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from blendspec.engine.charts import COLOURS, Page, axis_style, fmt, html_table
+from blendspec.engine.glossary import CHARTS, RUN, SLATE
 from blendspec.io.dump import RequestBatch
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from blendspec.engine.blend import Runner
+
+__all__ = ["GAP_LIMIT", "SCATTER_LIMIT", "ReportCollector", "render_report", "summary_rows"]
 
 SCATTER_LIMIT = 2000
 GAP_LIMIT = 30
+"""Gaps longer than this (or than the widest spacing window) share the histogram's last bar."""
 
 
 @dataclass
 class ReportCollector:
-    """Accumulates, batch by batch, the few aggregates the report draws."""
+    """Accumulates, batch by batch, the few aggregates the report draws.
+
+    ``windows`` maps a sensitive set to its `spacing` window, which the gap histogram marks;
+    :meth:`for_runner` fills it from the spec.
+    """
 
     slate_length: int
     sensitive_sets: tuple[str, ...]
     similarity_input: str | None
+    windows: Mapping[str, int] = field(default_factory=dict)
     utility_sum: np.ndarray = field(init=False)
     filled: np.ndarray = field(init=False)
     similarity_sum: np.ndarray = field(init=False)
@@ -31,6 +51,22 @@ class ReportCollector:
     sensitive_hits: dict[str, np.ndarray] = field(init=False)
     gaps: dict[str, np.ndarray] = field(init=False)
     scatter: list[tuple[float, float]] = field(default_factory=list)
+    scatter_ids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_runner(cls, runner: Runner) -> ReportCollector:
+        columns = runner.metric_columns
+        windows = {name: s.window for name, s in runner.spec.spacing.items()}
+        return cls(runner.spec.slate.length, columns.flags, columns.embedding, windows)
+
+    @property
+    def gap_labels(self) -> list[str]:
+        """One label per bar of the gap histograms: each gap up to the cap on its own, then
+        one bar for every longer gap when the slate is long enough to have one."""
+        cap = max([GAP_LIMIT, *self.windows.values()])
+        longest = max(1, self.slate_length - 1)
+        labels = [str(g) for g in range(1, min(longest, cap) + 1)]
+        return labels + [f"≥{cap + 1}"] * (longest > cap)
 
     def __post_init__(self) -> None:
         t = self.slate_length
@@ -39,7 +75,8 @@ class ReportCollector:
         self.similarity_sum = np.zeros(t)
         self.similarity_count = np.zeros(t)
         self.sensitive_hits = {name: np.zeros(t) for name in self.sensitive_sets}
-        self.gaps = {name: np.zeros(GAP_LIMIT + 1) for name in self.sensitive_sets}
+        bars = len(self.gap_labels)
+        self.gaps = {name: np.zeros(bars) for name in self.sensitive_sets}
 
     def add(
         self, batch: RequestBatch, out: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]
@@ -62,158 +99,294 @@ class ReportCollector:
             self.sensitive_hits[name] += flags.sum(dim=0).double().numpy()
             for row in flags.numpy():
                 positions = np.flatnonzero(row)
-                gaps = np.minimum(np.diff(positions), GAP_LIMIT)
-                np.add.at(self.gaps[name], gaps, 1)
+                bars = len(self.gaps[name])
+                np.add.at(self.gaps[name], np.minimum(np.diff(positions), bars) - 1, 1)
         retained = metrics.get("utility_retained")
         diversity = metrics.get("ilad")
         if retained is not None and diversity is not None:
-            for r, d in zip(retained.tolist(), diversity.tolist(), strict=True):
+            rows = zip(batch.request_ids, retained.tolist(), diversity.tolist(), strict=True)
+            for request, r, d in rows:
                 if len(self.scatter) < SCATTER_LIMIT and math.isfinite(r) and math.isfinite(d):
                     self.scatter.append((d, r))
+                    self.scatter_ids.append(request)
 
 
-def _line_chart(title: str, series: dict[str, np.ndarray], y_label: str) -> str:
-    width, height, pad = 520, 240, 40
-    values = [v for s in series.values() for v in s if math.isfinite(v)]
-    if not values:
-        return f"<figure><figcaption>{html.escape(title)}: no data</figcaption></figure>"
-    low, high = min(values + [0.0]), max(values)
-    high = high if high > low else low + 1
-    length = max(len(s) for s in series.values())
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
-    parts = [_frame(width, height, pad, low, high, length, y_label)]
-    for values_, color in zip(series.values(), colors, strict=False):
-        points = " ".join(
-            f"{pad + i * (width - 2 * pad) / max(length - 1, 1):.1f},"
-            f"{height - pad - (v - low) / (high - low) * (height - 2 * pad):.1f}"
-            for i, v in enumerate(values_)
-            if math.isfinite(v)
-        )
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
-    legend = " ".join(
-        f'<span style="color:{c}">■ {html.escape(n)}</span>'
-        for n, c in zip(series, colors, strict=False)
-    )
-    return _figure(title, width, height, parts, legend)
-
-
-def _scatter_chart(
-    title: str, points: list[tuple[float, float]], x_label: str, y_label: str
-) -> str:
-    width, height, pad = 520, 240, 40
-    if not points:
-        return f"<figure><figcaption>{html.escape(title)}: no data</figcaption></figure>"
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    parts = [_frame(width, height, pad, y0, y1, 0, y_label)]
-    parts += [
-        f'<circle cx="{pad + (x - x0) / (x1 - x0) * (width - 2 * pad):.1f}" '
-        f'cy="{height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad):.1f}" r="2" fill="#1f77b4" '
-        'fill-opacity="0.5"/>'
-        for x, y in points
+def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The rows of `blend run`'s terminal summary table, formatted as it formats them."""
+    rows = [
+        ("requests in", f"{summary['requests_in']:,}"),
+        ("blended", f"{summary['requests_blended']:,}"),
+        ("rejected", f"{summary['requests_rejected']:,}"),
+        ("empty slates", f"{summary['empty_slates']:,}"),
+        ("slots filled", f"{summary['slots']:,}"),
     ]
-    parts.append(
-        f'<text x="{width / 2}" y="{height - 5}" text-anchor="middle" font-size="11">'
-        f"{html.escape(x_label)} ({x0:.3g} … {x1:.3g})</text>"
+    if summary.get("policy_fallbacks") is not None:
+        rows.append(("policy fallbacks", f"{summary['policy_fallbacks']:,}"))
+    rows.append(("requests/s", f"{float(summary['requests_per_second']):,.1f}"))
+    metrics = summary.get("metrics") or {}
+    rows += [(str(name), f"{float(value):.4g}") for name, value in metrics.items()]
+    return rows
+
+
+def _nan_to_none(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _position_axis(fig: go.Figure, length: int, first: int = 1, **where: Any) -> None:
+    """Integer ticks from the first position, about 25 of them at most."""
+    fig.update_xaxes(
+        title_text="slate position",
+        tick0=first,
+        dtick=max(1, math.ceil(length / 25)),
+        range=[first - 0.5, length + 0.5],
+        **where,
     )
-    return _figure(title, width, height, parts, "")
 
 
-def _bar_chart(title: str, counts: np.ndarray, x_label: str) -> str:
-    width, height, pad = 520, 240, 40
+def _utility_chart(page: Page, c: ReportCollector, filled: np.ndarray) -> None:
+    import plotly.graph_objects as go
+
+    t = c.slate_length
+    positions = np.arange(1, t + 1)
+    mean = c.utility_sum / np.where(filled > 0, filled, np.nan)
+    fig = go.Figure(
+        go.Scatter(
+            x=positions,
+            y=_nan_to_none(mean),
+            customdata=filled,
+            mode="lines+markers",
+            name="mean utility",
+            line={"color": COLOURS[0]},
+            hovertemplate="position %{x}<br>mean utility %{y:.4g}<br>"
+            "slates with this position %{customdata:,}<extra></extra>",
+        )
+    )
+    axis_style(fig)
+    _position_axis(fig, t)
+    fig.update_yaxes(title_text="mean utility")
+    fig.update_layout(height=340)
+    numbers = html_table(
+        ["slate position", "slates with this position", "mean utility"],
+        [(str(p), f"{int(n):,}", fmt(m)) for p, n, m in zip(positions, filled, mean, strict=True)],
+        numeric=[True, True, True],
+        link_headers=False,
+    )
+    page.figure(fig, "Mean utility by slate position", numbers, "mean utility by slate position")
+
+
+def _similarity_chart(page: Page, c: ReportCollector) -> None:
+    import plotly.graph_objects as go
+
+    t = c.slate_length
+    count = c.similarity_count[1:]
+    mean = c.similarity_sum[1:] / np.where(count > 0, count, np.nan)
+    positions = np.arange(2, t + 1)
+    fig = go.Figure(
+        go.Scatter(
+            x=positions,
+            y=_nan_to_none(mean),
+            customdata=count,
+            mode="lines+markers",
+            name="cosine",
+            line={"color": COLOURS[2]},
+            hovertemplate="position %{x} (with %{x}−1)<br>mean cosine %{y:.4g}<br>"
+            "pairs %{customdata:,}<extra></extra>",
+        )
+    )
+    axis_style(fig)
+    _position_axis(fig, t, first=2)
+    fig.update_yaxes(title_text=f"cosine ({c.similarity_input})")
+    fig.update_layout(height=340)
+    numbers = html_table(
+        ["slate position", "pairs", "mean cosine to the previous item"],
+        [(str(p), f"{int(n):,}", fmt(m)) for p, n, m in zip(positions, count, mean, strict=True)],
+        numeric=[True, True, True],
+        link_headers=False,
+    )
+    page.figure(
+        fig,
+        f"Cosine similarity to the previous item ({c.similarity_input})",
+        numbers,
+        "cosine similarity to the previous item",
+    )
+
+
+def _exposure_chart(page: Page, c: ReportCollector, filled: np.ndarray) -> None:
+    """One panel per set, each on its own scale: one set may sit near 0.01 and another near 0.3."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(c.sensitive_sets)
+    t = c.slate_length
+    positions = np.arange(1, t + 1)
+    fig = make_subplots(
+        rows=len(names),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12 / max(1, len(names) - 1) if len(names) > 1 else 0.0,
+        subplot_titles=[f"set {n}" for n in names],
+    )
+    shares = {}
+    for i, name in enumerate(names):
+        share = c.sensitive_hits[name] / np.where(filled > 0, filled, np.nan)
+        shares[name] = share
+        fig.add_trace(
+            go.Scatter(
+                x=positions,
+                y=_nan_to_none(share),
+                customdata=np.stack([c.sensitive_hits[name], filled], axis=1),
+                mode="lines+markers",
+                name=name,
+                line={"color": COLOURS[(i + 3) % len(COLOURS)]},
+                hovertemplate=f"{html.escape(name)}<br>position %{{x}}<br>share %{{y:.3%}}"
+                "<br>%{customdata[0]:,} of %{customdata[1]:,} slates<extra></extra>",
+            ),
+            row=i + 1,
+            col=1,
+        )
+        fig.update_yaxes(title_text="share", tickformat=".1%", rangemode="tozero", row=i + 1)
+    axis_style(fig)
+    fig.update_xaxes(showticklabels=True)
+    _position_axis(fig, t)
+    for row in range(1, len(names)):
+        fig.update_xaxes(title_text=None, row=row, col=1)
+    fig.update_layout(height=120 + 220 * len(names), showlegend=False)
+    numbers = html_table(
+        ["slate position", "slates with this position", *(f"share in {n}" for n in names)],
+        [
+            (str(p), f"{int(filled[k]):,}", *(fmt(shares[n][k]) for n in names))
+            for k, p in enumerate(positions)
+        ],
+        numeric=[True] * (2 + len(names)),
+        link_headers=False,
+    )
+    page.figure(
+        fig,
+        "Share of sensitive items by slate position (one panel and scale per set)",
+        numbers,
+        "share of sensitive items by slate position",
+    )
+
+
+def _gap_chart(page: Page, c: ReportCollector, name: str) -> None:
+    import plotly.graph_objects as go
+
+    counts = c.gaps[name]
     total = counts.sum()
+    labels = c.gap_labels
+    bars = len(labels)
+    gaps = np.arange(1, bars + 1)
+    window = c.windows.get(name)
     if total == 0:
-        return f"<figure><figcaption>{html.escape(title)}: no pairs of such items</figcaption></figure>"
-    shares = counts / total
-    bar = (width - 2 * pad) / len(shares)
-    top = float(shares.max())
-    parts = [_frame(width, height, pad, 0.0, top, 0, "share")]
-    for i, share in enumerate(shares):
-        h = share / top * (height - 2 * pad)
-        parts.append(
-            f'<rect x="{pad + i * bar:.1f}" y="{height - pad - h:.1f}" width="{bar * 0.8:.1f}" '
-            f'height="{h:.1f}" fill="#d62728"/>'
+        page.add(
+            f"<figure><figcaption>Gaps between consecutive <code>{html.escape(name)}</code> "
+            "items: no slate holds two of them.</figcaption></figure>"
         )
-    parts.append(
-        f'<text x="{width / 2}" y="{height - 5}" text-anchor="middle" font-size="11">'
-        f"{html.escape(x_label)} (1 … {len(shares) - 1}+)</text>"
-    )
-    return _figure(title, width, height, parts, "")
-
-
-def _frame(
-    width: int, height: int, pad: int, low: float, high: float, length: int, y_label: str
-) -> str:
-    return (
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<text x="4" y="{pad}" font-size="10">{high:.3g}</text>'
-        f'<text x="4" y="{height - pad}" font-size="10">{low:.3g}</text>'
-        f'<text x="4" y="{pad - 12}" font-size="11">{html.escape(y_label)}</text>'
-        + (
-            f'<text x="{width / 2}" y="{height - 5}" text-anchor="middle" font-size="11">'
-            f"slate position (1 … {length})</text>"
-            if length
-            else ""
+        return
+    share = counts / total
+    fig = go.Figure(
+        go.Bar(
+            x=gaps,
+            y=share,
+            customdata=np.stack([counts, np.array(labels, dtype=object)], axis=1),
+            marker_color=COLOURS[3],
+            name=name,
+            hovertemplate="gap %{customdata[1]}<br>%{y:.2%} of pairs<br>"
+            "%{customdata[0]:,} pairs<extra></extra>",
         )
     )
+    caption = f"Gaps between consecutive `{name}` items (share of pairs)"
+    if window is not None:
+        inside = float(counts[: min(window, bars)].sum() / total)
+        fig.add_vrect(
+            x0=0.5,
+            x1=min(window, bars) + 0.5,
+            fillcolor="#f2b134",
+            opacity=0.2,
+            line_width=0,
+            layer="below",
+            annotation_text=f"spacing window: gap ≤ {window} penalised ({inside:.1%} of pairs)",
+            annotation_position="top left",
+        )
+        caption += f"; shaded: the spacing window of {window}, {inside:.1%} of pairs inside it"
+    axis_style(fig)
+    fig.update_xaxes(
+        title_text="gap in slate positions",
+        tickmode="array",
+        tickvals=gaps[:: max(1, math.ceil(len(gaps) / 25))].tolist() + [int(gaps[-1])],
+        ticktext=labels[:: max(1, math.ceil(len(gaps) / 25))] + [labels[-1]],
+    )
+    fig.update_yaxes(title_text="share of pairs", tickformat=".0%", rangemode="tozero")
+    fig.update_layout(height=340, bargap=0.15)
+    numbers = html_table(
+        ["gap", "pairs", "share of pairs", "inside the spacing window"],
+        [
+            (label, f"{int(n):,}", fmt(s), "yes" if window is not None and g <= window else "no")
+            for g, label, n, s in zip(gaps, labels, counts, share, strict=True)
+        ],
+        numeric=[True, True, True, False],
+        link_headers=False,
+    )
+    page.figure(fig, caption, numbers, "gaps between consecutive set items")
 
 
-def _figure(title: str, width: int, height: int, parts: list[str], legend: str) -> str:
-    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{"".join(parts)}</svg>'
-    return f"<figure>{svg}<figcaption>{html.escape(title)} {legend}</figcaption></figure>"
+def _scatter_chart(page: Page, c: ReportCollector) -> None:
+    import plotly.graph_objects as go
+
+    if not c.scatter:
+        page.add(
+            "<figure><figcaption>Utility retained against diversity: no request has both "
+            "values (the spec has no embedding, or every slate is shorter than two).</figcaption>"
+            "</figure>"
+        )
+        return
+    xs, ys = zip(*c.scatter, strict=True)
+    fig = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            text=c.scatter_ids,
+            mode="markers",
+            marker={"color": COLOURS[0], "opacity": 0.5, "size": 6},
+            hovertemplate="request %{text}<br>ILAD %{x:.4g}<br>utility retained %{y:.4g}"
+            "<extra></extra>",
+        )
+    )
+    axis_style(fig)
+    fig.update_xaxes(title_text="ILAD (mean pairwise cosine distance)")
+    fig.update_yaxes(title_text="utility retained", zeroline=False)
+    fig.update_layout(height=400)
+    described = (
+        f"{len(xs):,} requests; ILAD from {min(xs):.4g} to {max(xs):.4g} (mean "
+        f"{np.mean(xs):.4g}), utility retained from {min(ys):.4g} to {max(ys):.4g} (mean "
+        f"{np.mean(ys):.4g})"
+    )
+    page.figure(
+        fig,
+        f"Utility retained against diversity, one dot per request ({described})",
+        term="utility retained against ILAD",
+    )
 
 
-def render_report(spec_name: str, summary: dict[str, object], collector: ReportCollector) -> str:
+def render_report(spec_name: str, summary: Mapping[str, Any], collector: ReportCollector) -> str:
     """The whole page; `summary` is `RunSummary.to_json()`."""
-    filled = np.where(collector.filled > 0, collector.filled, np.nan)
-    mean_utility = collector.utility_sum / filled
-    charts = [_line_chart("Mean utility by slate position", {"utility": mean_utility}, "utility")]
+    page = Page(f"blend run — {spec_name}", (RUN, SLATE, CHARTS))
+    rows = summary_rows(summary)
+    page.add(
+        "<h2>Summary</h2><p>The table <code>blend run</code> prints; slate metrics are means "
+        "over the requests where they are defined.</p>"
+        + html_table(
+            ["measure", "value"], rows, numeric=[False, True], link=[True, False], caption=None
+        )
+    )
+    page.add("<h2>Charts</h2>")
+    filled = collector.filled
+    _utility_chart(page, collector, filled)
     if collector.similarity_input is not None:
-        count = np.where(collector.similarity_count > 0, collector.similarity_count, np.nan)
-        charts.append(
-            _line_chart(
-                f"Cosine similarity to the previous item ({collector.similarity_input})",
-                {"similarity": (collector.similarity_sum / count)[1:]},
-                "cosine",
-            )
-        )
+        _similarity_chart(page, collector)
     if collector.sensitive_sets:
-        charts.append(
-            _line_chart(
-                "Share of sensitive items by slate position",
-                {name: hits / filled for name, hits in collector.sensitive_hits.items()},
-                "share",
-            )
-        )
-        charts += [
-            _bar_chart(f"Gaps between consecutive `{name}` items", gaps[1:], "gap in slots")
-            for name, gaps in collector.gaps.items()
-        ]
-    charts.append(
-        _scatter_chart(
-            "Utility retained against diversity (one dot per request)",
-            collector.scatter,
-            "ILAD",
-            "utility retained",
-        )
-    )
-    metrics = summary.get("metrics", {})
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>"
-        for k, v in (metrics.items() if isinstance(metrics, dict) else [])
-    )
-    counts = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(summary[k]))}</td></tr>"
-        for k in ("requests_in", "requests_blended", "requests_rejected", "empty_slates", "slots")
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>blend run — {html.escape(spec_name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1150px}}
-figure{{display:inline-block;margin:1em;vertical-align:top}}figcaption{{font-size:13px}}
-table{{border-collapse:collapse}}td{{border-bottom:1px solid #ddd;padding:2px 10px}}</style></head>
-<body><h1>blend run — {html.escape(spec_name)}</h1>
-<table>{counts}</table><h2>Slate metrics (mean over requests)</h2><table>{rows}</table>
-<h2>Pictures</h2>{"".join(charts)}</body></html>
-"""
+        _exposure_chart(page, collector, filled)
+        for name in collector.sensitive_sets:
+            _gap_chart(page, collector, name)
+    _scatter_chart(page, collector)
+    return page.render()

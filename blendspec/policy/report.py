@@ -14,8 +14,8 @@ value, and this module computes both from logs so that an operator can repeat th
   learned a fixed setting, whatever its network looks like.
 
 Renderings: rich tables (:func:`print_report`), JSON (:meth:`PolicyReport.to_json`) and one
-self-contained HTML page with inline SVG bar charts (:func:`render_html`), like ``blend run
---report``.
+self-contained HTML page with the same tables and Plotly charts (:func:`render_html`), like
+``blend run --report``.
 """
 
 from __future__ import annotations
@@ -474,105 +474,239 @@ def print_report(report: PolicyReport, console: Any) -> None:
         console.print(buck)
 
 
-_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
+# The HTML page: the terminal's three tables with the same numbers (intervals added where the
+# figures are estimates), and charts drawn by Plotly (blendspec/engine/charts.py says why).
+# Every chart is small multiples: one panel per reward, outcome or weight, each on its own
+# scale, since a hide rate of 0.002 next to a click rate of 0.05 would be a flat line on a
+# shared axis.
 
 
-def _grouped_bars(title: str, groups: Sequence[str], series: Mapping[str, Sequence[float]]) -> str:
-    """An inline SVG grouped bar chart: one group per label, one bar per series."""
-    width, height, pad, top = 560, 260, 44, 24
-    values = [v for s in series.values() for v in s if math.isfinite(v)]
-    if not groups or not values:
-        return f"<figure><figcaption>{html.escape(title)}: no data</figcaption></figure>"
-    low, high = min(0.0, *values), max(0.0, *values)
-    high = high if high > low else low + 1.0
-    plot_w, plot_h = width - 2 * pad, height - pad - top
-    group_w = plot_w / len(groups)
-    bar_w = group_w * 0.8 / max(1, len(series))
+def _interval(row: AblationRow, key: str) -> tuple[float, float] | None:
+    return row.intervals.get(key)
 
-    def y(v: float) -> float:
-        return top + plot_h * (high - v) / (high - low)
 
-    parts = [
-        f'<line x1="{pad}" y1="{y(0):.1f}" x2="{width - pad}" y2="{y(0):.1f}" stroke="#333"/>',
-        f'<text x="{pad - 4}" y="{y(high) + 4:.1f}" text-anchor="end" font-size="10">'
-        f"{high:.3g}</text>",
-        f'<text x="{pad - 4}" y="{y(low) + 4:.1f}" text-anchor="end" font-size="10">'
-        f"{low:.3g}</text>",
+def _ablation_table(report: PolicyReport) -> str:
+    from blendspec.engine.charts import html_table
+
+    rows = report.ablation
+    rewards = list(rows[0].rewards)
+    rates = list(rows[0].rates)
+
+    def cell(value: float, interval: tuple[float, float] | None) -> str:
+        if interval is None:
+            return _fmt(value)
+        return f"{_fmt(value)} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+    body = [
+        [
+            r.policy,
+            r.trained_for or "—",
+            *(cell(r.rewards[n], _interval(r, n)) for n in rewards),
+            *(cell(r.rates[n], _interval(r, f"{n}_rate")) for n in rates),
+        ]
+        for r in rows
     ]
-    for g, label in enumerate(groups):
-        x0 = pad + g * group_w + group_w * 0.1
-        for s, (name, vals) in enumerate(series.items()):
-            v = vals[g]
-            if not math.isfinite(v):
-                continue
-            y_top, y_bottom = sorted((y(v), y(0)))
-            parts.append(
-                f'<rect x="{x0 + s * bar_w:.1f}" y="{y_top:.1f}" width="{bar_w * 0.95:.1f}" '
-                f'height="{max(y_bottom - y_top, 0.5):.1f}" fill="{_COLOURS[s % len(_COLOURS)]}">'
-                f"<title>{html.escape(name)} = {v:.4g}</title></rect>"
-            )
-        parts.append(
-            f'<text x="{x0 + group_w * 0.4:.1f}" y="{height - pad + 14}" text-anchor="middle" '
-            f'font-size="10">{html.escape(label)}</text>'
+    columns = 2 + len(rewards) + len(rates)
+    return html_table(
+        ["policy", "trained for", *(f"reward {n}" for n in rewards), *(f"{n} rate" for n in rates)],
+        body,
+        numeric=[False, False] + [True] * (columns - 2),
+        link=[True, False] + [False] * (columns - 2),
+    )
+
+
+def _bar_panels(
+    title_of: Sequence[str],
+    labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    intervals: Sequence[Sequence[tuple[float, float] | None]] | None,
+    *,
+    value_name: Sequence[str],
+    percent: bool = False,
+    highlight: str | None = None,
+) -> Any:
+    """Horizontal bars, one panel per series (own x scale), the labels shared down the side."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from blendspec.engine.charts import COLOURS, axis_style
+
+    panels = len(title_of)
+    fig = make_subplots(
+        rows=1,
+        cols=panels,
+        shared_yaxes=True,
+        horizontal_spacing=min(0.06, 0.3 / max(1, panels)),
+        subplot_titles=list(title_of),
+    )
+    number = ".3%" if percent else ".4g"
+    for j in range(panels):
+        xs = [v if math.isfinite(v) else None for v in values[j]]
+        spans = intervals[j] if intervals is not None else [None] * len(labels)
+        has = [s is not None for s in spans]
+        plus = [
+            s[1] - v if s is not None and v is not None else 0.0
+            for s, v in zip(spans, xs, strict=True)
+        ]
+        minus = [
+            v - s[0] if s is not None and v is not None else 0.0
+            for s, v in zip(spans, xs, strict=True)
+        ]
+        custom = [
+            f"95% interval [{format(s[0], number)}, {format(s[1], number)}]"
+            if s is not None
+            else ""
+            for s in spans
+        ]
+        colours = [
+            "#999999" if highlight is not None and label == highlight else COLOURS[j % len(COLOURS)]
+            for label in labels
+        ]
+        fig.add_trace(
+            go.Bar(
+                x=xs,
+                y=list(labels),
+                orientation="h",
+                marker_color=colours,
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": plus,
+                    "arrayminus": minus,
+                    "visible": any(has),
+                    "color": "#222",
+                    "thickness": 1.5,
+                },
+                customdata=custom,
+                name=value_name[j],
+                hovertemplate=f"%{{y}}<br>{value_name[j]} %{{x:{number}}}<br>%{{customdata}}"
+                "<extra></extra>",
+            ),
+            row=1,
+            col=j + 1,
         )
-    legend = " ".join(
-        f'<span style="color:{_COLOURS[i % len(_COLOURS)]}">■</span> {html.escape(n)}'
-        for i, n in enumerate(series)
-    )
-    return (
-        f"<figure><figcaption>{html.escape(title)}</figcaption>"
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img">{"".join(parts)}</svg><div class="legend">{legend}</div></figure>'
-    )
+        fig.update_xaxes(
+            tickformat="~%" if percent else None, rangemode="tozero", nticks=5, row=1, col=j + 1
+        )
+    axis_style(fig)
+    fig.update_yaxes(autorange="reversed", zeroline=False)
+    fig.update_layout(showlegend=False, height=110 + 34 * len(labels), margin={"l": 150, "t": 60})
+    return fig
 
 
 def render_html(report: PolicyReport) -> str:
-    """One self-contained HTML page (inline SVG, no scripts, no network)."""
+    """One self-contained HTML page: Plotly charts with their JavaScript inline, no network."""
+    from blendspec.engine.charts import Page, html_table
+    from blendspec.engine.glossary import POLICY
+
+    page = Page(f"blend policy report — {report.spec_name}", (POLICY,))
+    page.add(
+        f"<p>Judged {html.escape(report.evaluation)}. Personalisation of "
+        f"{html.escape(report.personalised_for)}: {report.distinct_actions} distinct actions "
+        "chosen.</p>"
+    )
     rows = report.ablation
-    charts = []
     if rows:
-        labels = [r.policy for r in rows]
-        for name in rows[0].rewards:
-            charts.append(
-                _grouped_bars(
-                    f"reward `{name}` by policy — {report.evaluation}",
-                    labels,
-                    {name: [r.rewards[name] for r in rows]},
-                )
+        page.add(
+            f"<h2>Reward ablation</h2><p>{html.escape(report.evaluation)}. "
+            + (
+                "Bars carry their 95% bootstrap intervals."
+                if any(r.intervals for r in rows)
+                else "The simulator's on-policy values are exact expectations: no interval."
             )
-        charts.append(
-            _grouped_bars(
-                "outcome rates per shown slot, by policy",
-                labels,
-                {f"{o} rate": [r.rates[o] for r in rows] for o in rows[0].rates},
-            )
+            + "</p>"
+            + _ablation_table(report)
         )
+        labels = [r.policy for r in rows]
+        rewards = list(rows[0].rewards)
+        page.figure(
+            _bar_panels(
+                [f"reward {n}" for n in rewards],
+                labels,
+                [[r.rewards[n] for r in rows] for n in rewards],
+                [[_interval(r, n) for r in rows] for n in rewards],
+                value_name=[f"reward {n}" for n in rewards],
+                highlight="defaults (fixed)",
+            ),
+            "Each declared reward by policy, one panel and scale per reward (grey: the spec's "
+            "fixed defaults)",
+            term="reward <name>",
+        )
+        rates = list(rows[0].rates)
+        if rates:
+            page.figure(
+                _bar_panels(
+                    [f"{n} rate" for n in rates],
+                    labels,
+                    [[r.rates[n] for r in rows] for n in rates],
+                    [[_interval(r, f"{n}_rate") for r in rows] for n in rates],
+                    value_name=[f"{n} rate" for n in rates],
+                    percent=True,
+                    highlight="defaults (fixed)",
+                ),
+                "Outcome rates per shown slot by policy, one panel and scale per outcome",
+                term="click rate",
+            )
     names = report.weight_names
     if report.segments:
-        charts.append(
-            _grouped_bars(
-                f"mean chosen weight by segment — {report.personalised_for}",
+        page.add(
+            "<h2>Chosen weights by segment</h2><p>"
+            f"{html.escape(report.personalised_for)}, greedy actions.</p>"
+            + html_table(
+                ["segment", "requests", *(f"mean {n}" for n in names), "top action (share)"],
+                [
+                    [
+                        s.segment,
+                        f"{s.requests:,}",
+                        *(f"{s.weights[n]:.3g}" for n in names),
+                        f"{s.top_action} ({s.top_share:.0%})",
+                    ]
+                    for s in report.segments
+                ],
+                numeric=[False] + [True] * (len(names) + 2),
+            )
+        )
+        page.figure(
+            _bar_panels(
+                [f"mean {n}" for n in names],
                 [s.segment for s in report.segments],
-                {n: [s.weights[n] for s in report.segments] for n in names},
+                [[s.weights[n] for s in report.segments] for n in names],
+                None,
+                value_name=[f"mean {n}" for n in names],
+            ),
+            f"Mean chosen weight by segment — {report.personalised_for} (one panel per weight)",
+            term="mean <weight>",
+        )
+    if report.buckets:
+        page.add(
+            "<h2>Chosen weights by state-feature bucket</h2><p>"
+            f"{report.distinct_actions} distinct actions chosen; the features whose buckets "
+            "differ most.</p>"
+            + html_table(
+                ["feature", "bucket", "requests", *(f"mean {n}" for n in names)],
+                [
+                    [
+                        b.feature,
+                        b.bucket,
+                        f"{b.requests:,}",
+                        *(f"{b.weights[n]:.3g}" for n in names),
+                    ]
+                    for b in report.buckets
+                ],
+                numeric=[False, False] + [True] * (len(names) + 1),
             )
         )
-    features = list(dict.fromkeys(b.feature for b in report.buckets))
-    for f in features:
-        bs = [b for b in report.buckets if b.feature == f]
-        charts.append(
-            _grouped_bars(
-                f"mean chosen weight by bucket of {f}",
-                [b.bucket for b in bs],
-                {n: [b.weights[n] for b in bs] for n in names},
-            )
+    for feature in dict.fromkeys(b.feature for b in report.buckets):
+        buckets = [b for b in report.buckets if b.feature == feature]
+        page.figure(
+            _bar_panels(
+                [f"mean {n}" for n in names],
+                [b.bucket for b in buckets],
+                [[b.weights[n] for b in buckets] for n in names],
+                None,
+                value_name=[f"mean {n}" for n in names],
+            ),
+            f"Mean chosen weight by bucket of {feature} (one panel per weight)",
+            term="bucket",
         )
-    title = html.escape(f"blend policy report — {report.spec_name}")
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
-        "figure{display:inline-block;margin:1em;vertical-align:top}"
-        "figcaption{font-weight:bold;margin-bottom:.5em}.legend{font-size:12px}</style>"
-        f"</head><body><h1>{title}</h1><p>{html.escape(report.evaluation)}; "
-        f"{report.distinct_actions} distinct actions chosen by "
-        f"{html.escape(report.personalised_for)}.</p>" + "\n".join(charts) + "</body></html>\n"
-    )
+    return page.render()
