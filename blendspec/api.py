@@ -222,7 +222,9 @@ def blend(
     ``candidates``: one row per candidate with ``request_id``, ``candidate_id`` and a column per
     declared input — a pyarrow Table, RecordBatch or RecordBatchReader (read as a stream), a
     pandas or polars DataFrame or anything with ``__arrow_c_stream__``, a mapping of columns, or
-    a dump's path. ``batch_size``, ``limit``, ``on_bad_request`` and ``kernels`` are `blend
+    a dump's path. A stream is read batch by batch, except with ``on_bad_request="skip"``: a
+    request whose rows are scattered makes that mode read the candidates twice, so a stream is
+    read into a Table first. ``batch_size``, ``limit``, ``on_bad_request`` and ``kernels`` are `blend
     run`'s options; ``progress(n)`` is called as each batch's ``n`` requests are done.
 
     A bad request raises `BadRequestError` (request, row, column, reason); with
@@ -300,16 +302,14 @@ class Diversified:
         yield self.indices
         yield self.scores
 
-    def __len__(self) -> int:
-        return 2
-
     @property
     def selection_scores(self) -> np.ndarray:
         """pyversity's name for `scores`."""
         return self.scores
 
 
-_SIMILARITY = "cosine(embeddings)"
+_SIMILARITY = {"kind": "call", "fn": "cosine", "args": [{"kind": "ref", "name": "embeddings"}]}
+"""`cosine(embeddings)`, already parsed: the formula parser costs more than a small request."""
 _TRADE_OFF = {"ssd": "theta", "mmr": "lambda", "msd": "theta", "cover": "theta"}
 """The parameter pyversity's ``diversity`` is one minus of, per algorithm (relevance's share)."""
 _ALIASES = {"lambda_": "lambda", "lam": "lambda"}
@@ -496,4 +496,4 @@ def _float32(name: str, values: Any) -> np.ndarray:
     ):
         raise TypeError(f"{name} must hold real numbers, not {array.dtype}")
     with np.errstate(over="ignore"):  # a value past float32's range becomes inf: reported
-        return array.astype(np.float32)
+        return array.astype(np.float32, copy=False)
