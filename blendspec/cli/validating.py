@@ -16,75 +16,230 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from pathlib import Path
 
 from blendspec.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    OutputFormat,
     fail,
     load,
     print_marked,
-    show_diagnostics,
 )
-from blendspec.spec.diagnostics import SpecError, render_text, to_json
+from blendspec.spec.diagnostics import CODES, Diagnostic, Source, SpecError, render_text, to_json
 from blendspec.spec.loader import LoadedSpec
 
 
+class ValidateFormat(StrEnum):
+    text = "text"
+    json = "json"
+    github = "github"
+    sarif = "sarif"
+
+
+STDIN = Path("-")
+"""The spec argument that reads standard input."""
+
+
+# ---------------------------------------------------------------- which files
+
+
+def expand_specs(paths: Sequence[Path]) -> list[Path]:
+    """The spec files `paths` name: a file as given (whatever its name: a wrong one is E003),
+    `-` as is, and a folder walked recursively for the files `blend diff --git` takes as specs
+    — every `*.blend`, and the YAML files with a top-level `inputs` or `utility` (so workflow and
+    compose files beside them are left alone) — skipping what git ignores, in path order."""
+    files: list[Path] = []
+    for path in paths:
+        if path != STDIN and path.is_dir():
+            found = spec_files_under(path)
+            if not found:
+                print_marked("warning", "yellow", f": no spec files under {path}")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def spec_files_under(folder: Path) -> list[Path]:
+    """Spec files below `folder` (see :func:`expand_specs`)."""
+    from blendspec.review.git import _looks_like_spec  # the one rule, shared with diff --git
+    from blendspec.spec.syntax import syntax_of
+
+    found = []
+    for path in _candidate_files(folder):
+        if syntax_of(path) is None:
+            continue
+        try:
+            text = "" if syntax_of(path) == "dsl" else path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = "inputs:"  # unreadable: let validation report it (E002) rather than skip it
+        if _looks_like_spec(str(path), text):
+            found.append(path)
+    return sorted(found)
+
+
+def _candidate_files(folder: Path) -> Iterable[Path]:
+    """Every file below `folder` that git does not ignore: in a work tree, those git lists as
+    tracked or untracked-and-not-ignored (what `diff --git` compares); elsewhere, a walk that
+    skips hidden folders (`.git`, `.venv`, …)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+            cwd=folder,
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        done = None
+    if done is not None and done.returncode == 0:
+        names = sorted({n for n in done.stdout.decode("utf-8", "surrogateescape").split("\0") if n})
+        return [folder / n for n in names if (folder / n).is_file()]
+    files = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        files += [Path(root) / n for n in names]
+    return files
+
+
+# ---------------------------------------------------------------- reading stdin
+
+
+def stdin_source(stdin_filename: Path | None) -> tuple[Source, str, Path]:
+    """Standard input as a spec: its source (named by --stdin-filename, else `<stdin>`), its
+    syntax (the name's, else guessed from the text) and the folder the spec's relative paths
+    are resolved from (the name's, else the current one)."""
+    from blendspec.spec.syntax import guess_syntax, syntax_of
+
+    text = sys.stdin.read()
+    name = str(stdin_filename) if stdin_filename is not None else "<stdin>"
+    syntax = (syntax_of(stdin_filename) if stdin_filename is not None else None) or guess_syntax(
+        text
+    )
+    base_dir = stdin_filename.parent if stdin_filename is not None else Path.cwd()
+    return Source(name, text), syntax, base_dir
+
+
+def load_any(path: Path, stdin_filename: Path | None) -> LoadedSpec:
+    """A spec file, or standard input for `-`; raises SpecError."""
+    if path != STDIN:
+        return load(path)
+    from blendspec.spec.loader import load_source
+
+    source, syntax, base_dir = stdin_source(stdin_filename)
+    return load_source(source, syntax, base_dir=base_dir)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- ignores
+
+
+def ignored_codes(values: Iterable[str]) -> frozenset[str]:
+    """The codes of `--ignore` (repeated, or comma-separated); exit 2 for an unknown code or an
+    error's (errors cannot be ignored: docs/errors.md)."""
+    codes = {c.strip().upper() for v in values for c in v.split(",") if c.strip()}
+    unknown = sorted(c for c in codes if c not in CODES)
+    if unknown:
+        from blendspec.spec.diagnostics import did_you_mean
+
+        hint = did_you_mean(unknown[0], CODES)
+        fail(f"--ignore: unknown code {', '.join(unknown)}", EXIT_USAGE, hint)
+    errors = sorted(c for c in codes if c.startswith("E"))
+    if errors:
+        fail(
+            f"--ignore: {', '.join(errors)} {'is an error' if len(errors) == 1 else 'are errors'}"
+            ", and errors cannot be ignored",
+            EXIT_USAGE,
+            "only warnings (W…) can be ignored; an error means the spec cannot run",
+        )
+    return frozenset(codes)
+
+
+# ---------------------------------------------------------------- the command
+
+
 def validate_specs(
-    specs: list[Path], output: OutputFormat, strict: bool, candidates: Path | None
+    specs: Sequence[Path],
+    output: ValidateFormat | str,
+    strict: bool,
+    candidates: Path | None,
+    ignore: Iterable[str] = (),
+    stdin_filename: Path | None = None,
 ) -> int:
     """Parse, type-check and lint `specs` (and check a dump against the one spec): the exit code."""
-    if candidates is not None and len(specs) != 1:
+    output = ValidateFormat(output)
+    ignored = ignored_codes(ignore)
+    if candidates is not None and output in (ValidateFormat.github, ValidateFormat.sarif):
+        fail(f"--candidates reports in text or json, not {output}", EXIT_USAGE)
+    files = expand_specs(specs)
+    if sum(p == STDIN for p in files) > 1:
+        fail("`-` (standard input) can be given once", EXIT_USAGE)
+    if stdin_filename is not None and STDIN not in files:
+        fail("--stdin-filename names standard input: give `-` as the spec", EXIT_USAGE)
+    if candidates is not None and len(files) != 1:
         fail("--candidates checks a dump against exactly one spec", EXIT_USAGE)
     failed = False
+    found: list[tuple[Source, list[Diagnostic]]] = []
     report: list[dict[str, object]] = []
-    for path in specs:
+    loaded_one: LoadedSpec | None = None
+    for path in files:
+        shown = (stdin_filename or "<stdin>") if path == STDIN else path
         try:
-            loaded = load(path)
+            loaded = load_any(path, stdin_filename)
         except SpecError as error:
-            failed = True
-            report.append(
-                {
-                    "file": str(path),
-                    "ok": False,
-                    "diagnostics": [to_json(error.source, d) for d in error.diagnostics],
-                }
-            )
-            show_diagnostics(error, output)
-            continue
-        warnings = loaded.warnings
-        if strict and warnings:
-            failed = True
+            source = error.source
+            diagnostics = [d for d in error.diagnostics if d.code not in ignored]
+            errors = True
+        else:
+            loaded_one = loaded
+            source = loaded.document.source
+            diagnostics = [d for d in loaded.warnings if d.code not in ignored]
+            errors = False
+        ok = not errors and not (strict and diagnostics)
+        failed = failed or not ok
+        found.append((source, diagnostics))
         report.append(
             {
-                "file": str(path),
-                "ok": not (strict and warnings),
-                "diagnostics": [to_json(loaded.document.source, d) for d in warnings],
+                "file": str(shown),
+                "ok": ok,
+                "diagnostics": [to_json(source, d) for d in diagnostics],
             }
         )
-        if output is OutputFormat.text:
-            if warnings:
+        if output is ValidateFormat.text:
+            if diagnostics:
                 from blendspec.io.console import stderr_console
 
-                stderr_console().print(render_text(loaded.document.source, warnings, color=True))
-            count = len(warnings)
-            suffix = f" ({count} warning{'s' * (count != 1)})" if count else ""
-            print_marked("ok", "green", f" {path}{suffix}")
-    if candidates is not None and not failed:
-        dump_ok, dump_json = _validate_dump(load(specs[0]), candidates, output)
+                stderr_console().print(render_text(source, diagnostics, color=True))
+            if not errors:
+                count = len(diagnostics)
+                suffix = f" ({count} warning{'s' * (count != 1)})" if count else ""
+                print_marked("ok", "green", f" {shown}{suffix}")
+    if candidates is not None and loaded_one is not None and not failed:
+        dump_ok, dump_json = _validate_dump(loaded_one, candidates, output)
         report.append(dump_json)
         failed = not dump_ok
-    if output is OutputFormat.json:
+    if output is ValidateFormat.json:
         import json
 
         print(json.dumps(report, indent=2))
+    elif output is ValidateFormat.github:
+        from blendspec.spec.diagnostics import render_github
+
+        sys.stdout.write("".join(render_github(s, d) for s, d in found))
+    elif output is ValidateFormat.sarif:
+        import json
+
+        from blendspec.spec.sarif import sarif_log
+
+        print(json.dumps(sarif_log(found), indent=2))
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def _validate_dump(
-    loaded: LoadedSpec, candidates: Path, output: OutputFormat
+    loaded: LoadedSpec, candidates: Path, output: ValidateFormat
 ) -> tuple[bool, dict[str, object]]:
     from rich.markup import escape
 
@@ -96,7 +251,7 @@ def _validate_dump(
     except DumpError as error:
         stderr_console().print(f"[bold red]error[/bold red]: {escape(str(error))}")
         return False, {"dump": str(candidates), "ok": False, "error": str(error)}
-    if output is OutputFormat.text:
+    if output is ValidateFormat.text:
         out = stdout_console()
         out.print(
             f"dump {candidates} against {loaded.document.source.name}: "
@@ -125,36 +280,56 @@ def _validate_dump(
 
 # ---------------------------------------------------------------- the way in without typer
 
-_FORMATS = {f.value: f for f in OutputFormat}
+_FORMATS = {f.value: f for f in ValidateFormat}
 
 
-def plain_arguments(args: list[str]) -> tuple[list[Path], OutputFormat, bool] | None:
-    """`validate`'s specs, format and strictness from a command line that click would read the
-    same way — or None: anything but `validate` followed by spec paths, `--strict`, `--no-strict`
-    and one valid `--format X` / `--format=X` (in any order). A path that starts with `-`, a
-    repeated `--format`, `--` and every other option are left to click, which also owns their
-    errors and help."""
+def plain_arguments(args: list[str]) -> dict[str, object] | None:
+    """:func:`validate_specs`'s arguments from a command line that click would read the same
+    way — or None: anything but `validate` followed by spec paths (files, folders, `-`),
+    `--strict`, `--no-strict`, one valid `--format X`, any number of `--ignore X` and one
+    `--stdin-filename X` (also as `--option=X`, in any order). A path that starts with `-` (but
+    `-` itself), a repeated `--format` or `--stdin-filename`, a missing value, `--` and every
+    other option are left to click, which also owns their errors and help."""
     if len(args) < 2 or args[0] != "validate":
         return None
     specs: list[Path] = []
-    output: OutputFormat | None = None
+    output: ValidateFormat | None = None
     strict = False
+    ignore: list[str] = []
+    stdin_filename: Path | None = None
     rest = iter(args[1:])
     for arg in rest:
+        name, equals, inline = arg.partition("=")
         if arg in ("--strict", "--no-strict"):
             strict = arg == "--strict"
-        elif arg == "--format" or arg.startswith("--format="):
-            value = arg.partition("=")[2] if "=" in arg else next(rest, None)
-            if output is not None or value not in _FORMATS:
-                return None
-            output = _FORMATS[value]
-        elif arg and not arg.startswith("-"):
+        elif name in ("--format", "--ignore", "--stdin-filename"):
+            value = inline if equals else next(rest, None)
+            if value is None or (value.startswith("-") and not equals):
+                return None  # click's error (or an option read as a value): leave it to click
+            if name == "--format":
+                if output is not None or value not in _FORMATS:
+                    return None
+                output = _FORMATS[value]
+            elif name == "--ignore":
+                ignore.append(value)
+            else:
+                if stdin_filename is not None or not value:
+                    return None
+                stdin_filename = Path(value)
+        elif arg == "-" or (arg and not arg.startswith("-")):
             specs.append(Path(arg))
         else:
             return None
     if not specs:
         return None
-    return specs, output or OutputFormat.text, strict
+    return {
+        "specs": specs,
+        "output": output or ValidateFormat.text,
+        "strict": strict,
+        "candidates": None,
+        "ignore": ignore,
+        "stdin_filename": stdin_filename,
+    }
 
 
 def _completion_requested() -> bool:
@@ -169,11 +344,11 @@ def run_plain(args: list[str]) -> int | None:
     parsed = plain_arguments(args)
     if parsed is None or os.environ.get("BLENDSPEC_DEBUG") or _completion_requested():
         return None  # BLENDSPEC_DEBUG: tracebacks as typer shows them
-    specs, output, strict = parsed
     # What click's standalone mode does around a command (typer.core._main), for what
-    # validate can raise: an interrupt exits 130, a closed pipe exits 1 quietly.
+    # validate can raise: an interrupt exits 130, a closed pipe exits 1 quietly, and a usage
+    # error of validate's own (typer.Exit from `fail`) its code.
     try:
-        return validate_specs(specs, output, strict, None)
+        return validate_specs(**parsed)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         return 130
     except EOFError:
@@ -191,3 +366,8 @@ def run_plain(args: list[str]) -> int | None:
         sys.stdout = PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]
         sys.stderr = PacifyFlushWrapper(sys.stderr)  # type: ignore[assignment]
         return 1
+    except RuntimeError as error:
+        typer = sys.modules.get("typer")  # `fail` imported it to raise typer.Exit
+        if typer is not None and isinstance(error, typer.Exit):
+            return error.exit_code
+        raise

@@ -7,8 +7,11 @@ whichever syntax they write, and anything they could not place goes at the end o
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from blendspec.spec.diagnostics import CODES, Diagnostic, Severity, Span, did_you_mean
 from blendspec.spec.syntax import KEY, Document, PathKey
 
 
@@ -112,3 +115,80 @@ class CommentBook:
         rest += self.end
         self.end = []
         return [f"# {c}".rstrip() for c in rest]
+
+
+# ---------------------------------------------------------------- inline ignores
+
+_IGNORE = re.compile(r"\bblend:[ \t]*ignore\b(?:\[([^\]]*)\])?")
+_CODE_TOKEN = re.compile(r"[^\s,]+")
+
+Ignores = dict[int, frozenset[str] | None]
+"""Line → the warning codes ignored on it (None: every warning on the line)."""
+
+
+def ignore_directives(text: str, syntax: str) -> tuple[Ignores, list[Diagnostic]]:
+    """The `# blend: ignore[W001, W003]` comments of a spec, and a W005 for each code in them
+    that cannot work: one blendspec does not know, or an error's (errors cannot be ignored: an
+    ignored error would still stop `blend run`). A bare `# blend: ignore` ignores every warning
+    on its line. Like ruff's `# noqa`, a comment applies to diagnostics that point at its line."""
+    ignores: Ignores = {}
+    problems: list[Diagnostic] = []
+    lines = text.splitlines()
+    for comment in scan_comments(text, syntax):
+        line = lines[comment.line - 1]
+        start = comment.column  # just after the `#`
+        match = _IGNORE.search(line, start)
+        if match is None:
+            continue
+        if match.group(1) is None:
+            ignores[comment.line] = None
+            continue
+        codes: set[str] = set()
+        for token in _CODE_TOKEN.finditer(match.group(1)):
+            code = token.group()
+            span = Span.point(comment.line, match.start(1) + token.start() + 1, len(code))
+            if code not in CODES:
+                problems.append(
+                    _ineffective(
+                        span,
+                        f"unknown code `{code}` in an ignore comment",
+                        did_you_mean(code, CODES) or "the codes are listed in docs/errors.md",
+                    )
+                )
+            elif code.startswith("E"):
+                problems.append(
+                    _ineffective(
+                        span,
+                        f"`{code}` is an error, and errors cannot be ignored",
+                        "only warnings (W001, W002, …) can be ignored; an error must be fixed",
+                    )
+                )
+            else:
+                codes.add(code)
+        previous = ignores.get(comment.line, frozenset())
+        if previous is not None:
+            ignores[comment.line] = previous | codes
+    return ignores, problems
+
+
+def _ineffective(span: Span, message: str, help: str) -> Diagnostic:
+    return Diagnostic("W005", message, span, help, Severity.WARNING)
+
+
+def is_ignored(diagnostic: Diagnostic, ignores: Ignores) -> bool:
+    """Whether an ignore comment on the line a warning points at names its code."""
+    span = diagnostic.span
+    if diagnostic.is_error or span is None or span.line not in ignores:
+        return False
+    codes = ignores[span.line]
+    return codes is None or diagnostic.code in codes
+
+
+def apply_ignores(document: Document, diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
+    """`diagnostics` less the warnings the spec's ignore comments silence, plus W005 for each
+    ignore comment's code that cannot work."""
+    text = document.source.text
+    if "blend:" not in text:  # the common case: no directive, no scan
+        return list(diagnostics)
+    ignores, problems = ignore_directives(text, document.syntax)
+    return [d for d in [*diagnostics, *problems] if not is_ignored(d, ignores)]

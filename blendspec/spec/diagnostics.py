@@ -77,6 +77,7 @@ CODES: dict[str, str] = {
     "W002": "window can never matter",
     "W003": "unused objective or weight",
     "W004": "bidirectional control character",
+    "W005": "ineffective ignore comment",
 }
 
 MAX_REPORTED = 20
@@ -176,6 +177,47 @@ def to_json(source: Source, diagnostic: Diagnostic) -> dict[str, object]:
         "help": diagnostic.help,
         "notes": list(diagnostic.notes),
     }
+
+
+def render_github(source: Source, diagnostics: Sequence[Diagnostic]) -> str:
+    """GitHub Actions workflow commands, one line each (as `ruff check --output-format github`
+    writes them): the runner turns them into annotations on the pull request's diff.
+
+    ``::error file=F,line=L,col=C,endLine=L2,endColumn=C2,title=E200::message``, columns 1-based
+    and the end exclusive, as in the other formats; help and notes follow the message on lines
+    of their own. Empty when there is nothing to say."""
+    lines = []
+    for diagnostic in sorted(diagnostics, key=sort_key):
+        properties = [("file", source.name)]
+        span = diagnostic.span
+        if span is not None:
+            properties += [
+                ("line", str(span.line)),
+                ("col", str(span.column)),
+                ("endLine", str(span.end_line)),
+                ("endColumn", str(span.end_column)),
+            ]
+        properties.append(("title", diagnostic.code))
+        message = "\n".join(
+            [
+                diagnostic.message,
+                *(f"note: {note}" for note in diagnostic.notes),
+                *([f"help: {diagnostic.help}"] if diagnostic.help else []),
+            ]
+        )
+        head = ",".join(f"{key}={_github_property(value)}" for key, value in properties)
+        lines.append(f"::{diagnostic.severity} {head}::{_github_data(message)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _github_data(text: str) -> str:
+    """A workflow command's message: `%`, CR and LF escaped, as the runner unescapes them."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _github_property(text: str) -> str:
+    """A workflow command's property value: also `:` and `,`, which would end it."""
+    return _github_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def render_json(source: Source, diagnostics: Sequence[Diagnostic]) -> str:

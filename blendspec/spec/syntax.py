@@ -79,6 +79,20 @@ def syntax_of(path: Path) -> Syntax | None:
     return None
 
 
+_YAML_START = re.compile(r"(---|\{|[A-Za-z_][A-Za-z0-9_]*[ \t]*:|[\"'][^\"']*[\"'][ \t]*:)")
+
+
+def guess_syntax(text: str) -> Syntax:
+    """The syntax of a spec without a file name (read from standard input): YAML when its first
+    line of content is a mapping key (`name: feed`), a document marker or a flow mapping, else
+    the DSL, whose statements start with a keyword and a space (`spec feed`)."""
+    for line in text.removeprefix(BOM).splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return "yaml" if _YAML_START.match(stripped) else "dsl"
+    return "dsl"
+
+
 def parse_document(source: Source, syntax: Syntax) -> Document:
     """Either front end, after the checks that must come before any recursive stage."""
     # A byte-order mark is an encoding artefact, not part of the spec: editors on Windows write
@@ -450,7 +464,101 @@ def _end_span(text: str) -> Span:
     return Span.point(len(lines), len(lines[-1]) + 1)
 
 
-def _syntax_diagnostic(error: lark.exceptions.LarkError, text: str, locate: Locator) -> Diagnostic:
+_CLOSERS = {"{": "}", "[": "]", "(": ")"}
+_OPENERS = {v: k for k, v in _CLOSERS.items()}
+STATEMENT_KEYWORDS = frozenset(
+    ("spec", "slate", "input", "objective", "weight", "utility", "diversity", "spacing",
+     "semantic_id_penalty", "filter", "cap", "truncate", "outcome", "reward", "policy")
+)  # fmt: skip
+"""The words that start a DSL statement (grammar/blendspec.lark)."""
+_LINE_START = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*(=?)")
+
+
+def _open_delimiters(text: str, end: int) -> list[tuple[str, int]]:
+    """The brackets still open at offset `end` (outermost first), as (bracket, offset); strings and
+    comments skipped as the lexer skips them."""
+    stack: list[tuple[str, int]] = []
+    in_string = escaped = in_comment = False
+    for offset in range(min(end, len(text))):
+        char = text[offset]
+        if in_comment:
+            in_comment = char != "\n"
+        elif in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char in '"\n':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "#":
+            in_comment = True
+        elif char in _CLOSERS:
+            stack.append((char, offset))
+        elif char in _OPENERS and stack and stack[-1][0] == _OPENERS[char]:
+            stack.pop()
+    return stack
+
+
+def _error_offset(error: lark.exceptions.LarkError, text: str) -> int | None:
+    """Where in the text the parser stopped (the end for an unexpected end)."""
+    if isinstance(error, lark.exceptions.UnexpectedToken):
+        if error.token.type == "$END":
+            return len(text)
+        return error.token.start_pos
+    if isinstance(error, lark.exceptions.UnexpectedCharacters):
+        return error.pos_in_stream
+    if isinstance(error, lark.exceptions.UnexpectedEOF):
+        return len(text)
+    return None
+
+
+def _unclosed(
+    error: lark.exceptions.LarkError, text: str, locate: Locator, statements: bool
+) -> Diagnostic | None:
+    """A missing `}` (or `]`, `)`) reported where it matters: at the bracket left open, when the
+    parser met the end of the spec — or, in the DSL, a line that starts a new statement — with a
+    bracket still open. The parser itself only notices later, somewhere after it."""
+    offset = _error_offset(error, text)
+    if offset is None:
+        return None
+    stack = _open_delimiters(text, offset)
+    if not stack:
+        return None
+    bracket, at = stack[-1]
+    opened = _position(text, at)
+    what = "spec" if statements else "formula"
+    if offset >= len(text) or not text[offset:].strip():
+        end = locate(_end_span(text))
+        note = f"the {what} ends at line {end.line} with this `{bracket}` still open"
+        help = f"close it with `{_CLOSERS[bracket]}`"
+    else:
+        if not statements:
+            return None
+        line_start = text.rfind("\n", 0, offset) + 1
+        start = _LINE_START.match(text, line_start)
+        if (
+            start is None
+            or start.group(1) not in STATEMENT_KEYWORDS
+            or start.start(1) > offset
+            or line_start <= at
+            or (bracket == "{" and start.group(2) == "=")  # `name = …`: an option of the block
+        ):
+            return None
+        line = text.count("\n", 0, offset) + 1
+        note = f"line {line} starts a `{start.group(1)}` statement with this `{bracket}` still open"
+        help = f"close it with `{_CLOSERS[bracket]}` before line {line}"
+    return Diagnostic("E001", f"unclosed `{bracket}`", locate(opened), help, notes=(note,))
+
+
+def _syntax_diagnostic(
+    error: lark.exceptions.LarkError, text: str, locate: Locator, *, statements: bool = False
+) -> Diagnostic:
+    """E001 for a Lark error; `statements`: the text is a whole DSL spec, not one formula."""
+    unclosed = _unclosed(error, text, locate, statements)
+    if unclosed is not None:
+        return unclosed
     if isinstance(error, lark.exceptions.UnexpectedToken):
         token = error.token
         if token.type == "$END":
@@ -674,7 +782,8 @@ def _parse_tree(source: Source, start: str, locate: Locator) -> Tree:
     try:
         return _parser().parse(source.text, start=start, on_error=_keyword_as_name)
     except lark.exceptions.LarkError as error:
-        raise SpecError(source, [_syntax_diagnostic(error, source.text, locate)]) from None
+        diagnostic = _syntax_diagnostic(error, source.text, locate, statements=start == "start")
+        raise SpecError(source, [diagnostic]) from None
 
 
 # ---------------------------------------------------------------- the DSL
