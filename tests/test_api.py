@@ -239,6 +239,24 @@ def test_dump_errors_name_the_candidates_and_the_column() -> None:
         blendspec.blend(SPEC, table.set_column(0, "request_id", pa.array(ids)))
 
 
+def test_dataframe_dtypes_blend_alike(dump: Path) -> None:
+    """What a DataFrame library may hand over for the same values: categoricals (dictionaries of
+    `string_view` from polars), fixed-size arrays, ids as text, pandas' Arrow-backed dtypes."""
+    table = pq.read_table(dump)
+    spec = SPECS / "homefeed.blend"
+    expected = blendspec.blend(spec, table)
+    frame = pl.from_arrow(table).with_columns(
+        pl.col("topic").cast(pl.Categorical),
+        pl.col("request_id").cast(pl.Categorical),
+        pl.col("visual").cast(pl.Array(pl.Float32, 256)),
+        pl.col("candidate_id").cast(pl.Utf8),
+    )
+    assert blendspec.blend(spec, frame).equals(expected)
+    categories = table.to_pandas().astype({"topic": "category", "request_id": "category"})
+    assert blendspec.blend(spec, categories).equals(expected)
+    assert blendspec.blend(spec, table.to_pandas(types_mapper=pd.ArrowDtype)).equals(expected)
+
+
 def test_a_stream_is_read_once(dump: Path) -> None:
     table = pq.read_table(dump)
     reader = _as("reader", table)

@@ -273,23 +273,35 @@ def _in_memory_chunks(dump: ArrowDump, columns: list[str], rows: int) -> Iterato
 
 
 def _plain_layouts(table: pa.Table) -> pa.Table:
-    """View types cast to their plain equivalents (the same values in other buffers)."""
-    plain = {
-        "string_view": pa.large_string(),
-        "binary_view": pa.large_binary(),
-    }
-    fields = []
-    for f in table.schema:
-        kind = f.type
-        if str(kind) in plain:
-            kind = plain[str(kind)]
-        elif getattr(pa.types, "is_list_view", lambda _: False)(kind):
-            kind = pa.list_(kind.value_field)
-        elif getattr(pa.types, "is_large_list_view", lambda _: False)(kind):
-            kind = pa.large_list(kind.value_field)
-        fields.append(f.with_type(kind))
-    schema = pa.schema(fields, table.schema.metadata)
+    """View types cast to their plain equivalents (the same values in other buffers), wherever
+    they sit: a column, a list's values, a dictionary's values (polars' categoricals)."""
+    schema = pa.schema(
+        [f.with_type(_plain_type(f.type)) for f in table.schema], table.schema.metadata
+    )
     return table if schema.equals(table.schema) else table.cast(schema)
+
+
+def _is(kind: pa.DataType, name: str) -> bool:
+    """``pa.types.is_<name>``; False for a type this pyarrow predates (views came with 16)."""
+    test = getattr(pa.types, f"is_{name}", None)
+    return bool(test(kind)) if test is not None else False
+
+
+def _plain_type(kind: pa.DataType) -> pa.DataType:
+    if _is(kind, "string_view"):
+        return pa.large_string()
+    if _is(kind, "binary_view"):
+        return pa.large_binary()
+    if pa.types.is_dictionary(kind):
+        return pa.dictionary(kind.index_type, _plain_type(kind.value_type), kind.ordered)
+    if _is(kind, "list_view") or pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_plain_type(kind.value_type)))
+    if _is(kind, "large_list_view") or pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_plain_type(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        field = kind.value_field.with_type(_plain_type(kind.value_type))
+        return pa.list_(field, kind.list_size)
+    return kind
 
 
 def _jsonl_chunks(file: Path, rows: int) -> Iterator[_Chunk]:
