@@ -265,6 +265,15 @@ def test_a_session_over_stdio(client: Client, tmp_path: Path) -> None:
         },
     )
     assert len(uses) == 2  # `input quality_risk` and `spacing quality_risk`
+    target = {"textDocument": {"uri": uri}, "position": _at(BROKEN, "quality_risk", 1, 2)}
+    prepared = client.result("textDocument/prepareRename", target)
+    assert prepared["placeholder"] == "quality_risk"
+    renamed = client.result("textDocument/rename", {**target, "newName": "risky"})
+    assert sorted(e["range"]["start"]["line"] for e in renamed["changes"][uri]) == sorted(
+        u["range"]["start"]["line"] for u in uses
+    )
+    taken = client.request("textDocument/rename", {**target, "newName": "blocked"})
+    assert taken["error"]["code"] == -32803 and "already declared" in taken["error"]["message"]
     symbols = client.result("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
     assert {"p_click", "w_hide", "click", "diversity"} <= {s["name"] for s in symbols}
 
@@ -422,6 +431,54 @@ def test_completion_in_broken_text() -> None:
     assert [c.label for c in types][:2] == ["score", "embedding[D]"]
     kinds = an.completion(an.analyse("policy {\n  exploration = {kind = ", "dsl"), 2, 25)
     assert [c.label for c in kinds] == ["none", "uniform", "epsilon", "softmax"]
+
+
+@pytest.mark.parametrize("name", ["ads.blend", "ads.yaml"])
+def test_no_position_and_no_half_typed_text_breaks_the_analysis(name: str) -> None:
+    """Every position of a spec, and the spec cut short every few characters (as it is while
+    being typed): hover, definition, references and completion answer without raising."""
+    text = (SPECS / name).read_text()
+    syntax = "yaml" if name.endswith(".yaml") else "dsl"
+    result = an.analyse(text, syntax)  # type: ignore[arg-type]
+    answered = 0
+    for number, row in enumerate(text.split("\n"), start=1):
+        for column in range(1, len(row) + 2):
+            answered += an.hover(result, number, column) is not None
+            an.definition(result, number, column)
+            if column % 3 == 0:
+                an.references(result, number, column)
+                an.completion(result, number, column)
+    assert answered > 100
+    for cut in range(0, len(text), 11):
+        partial = an.analyse(text[:cut], syntax)  # type: ignore[arg-type]
+        lines = text[:cut].split("\n")
+        an.completion(partial, len(lines), len(lines[-1]) + 1)
+        an.hover(partial, len(lines), max(len(lines[-1]), 1))
+
+
+@pytest.mark.parametrize("name", ["homefeed.blend", "ads.yaml", "discovery.yaml"])
+def test_renaming_any_declared_name_keeps_the_spec_valid(name: str) -> None:
+    """Each declared name renamed at its declaration: the declaration and every use change
+    (formulas, spacing and caps, filters, the penalty's input, the policy's state and reward),
+    and the renamed spec checks exactly as before."""
+    text = (SPECS / name).read_text()
+    syntax = "yaml" if name.endswith(".yaml") else "dsl"
+    before = an.analyse(text, syntax)  # type: ignore[arg-type]
+    assert before.declarations
+    for (_namespace, old), declared in before.declarations.items():
+        spans = an.rename(before, declared.span.line, declared.span.column, f"{old}_2")
+        rows = text.split("\n")
+        for span in sorted(spans, reverse=True):
+            row = rows[span.line - 1]
+            assert row[span.column - 1 : span.end_column - 1] == old
+            rows[span.line - 1] = row[: span.column - 1] + f"{old}_2" + row[span.end_column - 1 :]
+        after = an.analyse("\n".join(rows), syntax)  # type: ignore[arg-type]
+        assert [d.code for d in after.diagnostics] == [d.code for d in before.diagnostics], old
+        uses = an.references(after, declared.span.line, declared.span.column)
+        assert len(uses) == len(spans) >= 1, old
+    first = next(iter(before.declarations.values())).span
+    with pytest.raises(an.RenameError, match="not a valid name"):
+        an.rename(before, first.line, first.column, "9x")
 
 
 def test_a_yaml_file_that_is_no_spec_gets_no_diagnostics() -> None:

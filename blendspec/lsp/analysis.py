@@ -351,7 +351,7 @@ def _hover_at(
         return _field_hover(place, variant) if is_key or path == formula_root(path) else None
     if path[:1] == ("inputs",) and len(path) == 2 and not is_key:
         return _input_type_hover(str(value))
-    if path == ("diversity", "algorithm") and isinstance(value, str):
+    if path == ("diversity", "algorithm") and isinstance(value, str) and not is_key:
         return algorithm_hover(value)
     if path[:1] == ("slate",) or path[:2] == ("rules", "truncate"):
         return _field_hover(place, variant)
@@ -435,7 +435,8 @@ def _field_hover(place: tuple[str, ...], variant: str | None) -> str | None:
     from blendspec.spec.schema import describe_type, property_schema
 
     sentence = reference.describe(place, variant)
-    prop = property_schema(place, variant)
+    tag = place in (("diversity", "algorithm"), ("policy", "exploration", "kind"))
+    prop = property_schema(place, None if tag else variant)  # a tag: every value it can take
     if sentence is None and prop is None:
         return None
     name = place[-1] if place[-1] != "*" else place[-2]
@@ -473,23 +474,75 @@ def _named_at(analysis: Analysis, line: int, column: int) -> tuple[str, str] | N
 def references(
     analysis: Analysis, line: int, column: int, include_declaration: bool = True
 ) -> list[Span]:
+    """Every place the name at the cursor is declared or used, each exactly the name's text."""
     named = _named_at(analysis, line, column)
-    document = analysis.document
-    if named is None or document is None:
+    if named is None:
         return []
+    found = occurrences(analysis, named)
     declared = analysis.declarations.get(named)
-    found: list[Span] = []
+    if not include_declaration and declared is not None:
+        found = [span for span in found if span != declared.span]
+    return found
+
+
+def occurrences(analysis: Analysis, named: tuple[str, str]) -> list[Span]:
+    """The spans of a name's text wherever the spec declares or uses it. A span the front end
+    could only give for a whole value (a formula in a multi-line YAML scalar) is searched for
+    the name as a whole word that is not a call."""
+    document = analysis.document
+    if document is None:
+        return []
+    rows = document.source.text.split("\n")
+    pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(named[1])}(?![A-Za-z0-9_])(?!\s*\()")
+    found: set[Span] = set()
     for path, span in document.spans.items():
         is_key = bool(path) and path[-1] == KEY
         if reference_at(document, path[:-1] if is_key else path, is_key) != named:
             continue
-        if _slice(document.source.text, span) != named[1]:
-            continue  # a span covering more than the name (a whole statement)
-        if not include_declaration and declared is not None and span == declared.span:
-            continue
-        if span not in found:
-            found.append(span)
+        for number in range(span.line, span.end_line + 1):
+            if not 1 <= number <= len(rows):
+                continue
+            row = rows[number - 1]
+            low = span.column - 1 if number == span.line else 0
+            high = span.end_column - 1 if number == span.end_line else len(row)
+            for match in pattern.finditer(row, low, high):
+                found.add(Span(number, match.start() + 1, number, match.end() + 1))
     return sorted(found)
+
+
+class RenameError(Exception):
+    """A rename refused, with the reason the user reads."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def rename_target(analysis: Analysis, line: int, column: int) -> tuple[tuple[str, str], Span]:
+    """The declared name at the cursor and its span there, or RenameError saying why not."""
+    named = _named_at(analysis, line, column)
+    found = word_at(analysis.text, line, column)
+    if named is None or found is None:
+        raise RenameError("only declared names can be renamed: inputs, objectives, weights, …")
+    if named not in analysis.declarations:
+        raise RenameError(f"`{named[1]}` is not declared in this spec")
+    return named, found[1]
+
+
+def rename(analysis: Analysis, line: int, column: int, new_name: str) -> list[Span]:
+    """The spans to replace with `new_name`: the declaration and every use, in either syntax.
+    Refused (RenameError) for a name that is no valid name or is taken in the same namespace."""
+    from blendspec.spec.base import NAME_PATTERN
+
+    named, _span = rename_target(analysis, line, column)
+    if not NAME_PATTERN.fullmatch(new_name):
+        raise RenameError(
+            f"`{new_name}` is not a valid name (letters, digits and _, not starting with a digit)"
+        )
+    taken = analysis.declarations.get((named[0], new_name))
+    if taken is not None and new_name != named[1]:
+        raise RenameError(f"`{new_name}` is already declared at line {taken.span.line}")
+    return occurrences(analysis, named)
 
 
 # ---------------------------------------------------------------- symbols

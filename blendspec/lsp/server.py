@@ -30,6 +30,7 @@ from blendspec.lsp.protocol import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    REQUEST_FAILED,
     SERVER_NOT_INITIALIZED,
     Lines,
     ProtocolError,
@@ -139,6 +140,9 @@ class Server:
             return
         try:
             result = handler(self, params)
+        except an.RenameError as error:  # a refusal the user reads, not a failure
+            self._error(request_id, REQUEST_FAILED, error.message)
+            return
         except Exception as error:  # an answer, never a dead server
             self.log(f"{method} failed: {error}\n{traceback.format_exc()}", 1)
             self._error(request_id, INTERNAL_ERROR, f"{type(error).__name__}: {error}")
@@ -183,6 +187,7 @@ class Server:
                 "referencesProvider": True,
                 "documentFormattingProvider": True,
                 "documentSymbolProvider": True,
+                "renameProvider": {"prepareProvider": True},
             },
             "serverInfo": {"name": "blend lsp", "version": __version__},
         }
@@ -335,6 +340,25 @@ class Server:
             for span in an.references(result, line, column, include)
         ]
 
+    def prepare_rename(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        cursor = self._cursor(params)
+        if cursor is None:
+            return None
+        result, lines, line, column = cursor
+        named, span = an.rename_target(result, line, column)
+        return {"range": self._range(span, lines, result), "placeholder": named[1]}
+
+    def rename(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        cursor = self._cursor(params)
+        if cursor is None:
+            return None
+        result, lines, line, column = cursor
+        new_name = str(params.get("newName", ""))
+        uri = params["textDocument"]["uri"]
+        spans = an.rename(result, line, column, new_name)
+        edits = [{"range": self._range(s, lines, result), "newText": new_name} for s in spans]
+        return {"changes": {uri: edits}}
+
     _KINDS: ClassVar[dict[str, int]] = {  # CompletionItemKind
         "keyword": 14,
         "field": 5,
@@ -413,6 +437,8 @@ class Server:
         "textDocument/completion": completion,
         "textDocument/formatting": formatting,
         "textDocument/documentSymbol": document_symbols,
+        "textDocument/prepareRename": prepare_rename,
+        "textDocument/rename": rename,
     }
     NOTIFICATIONS: ClassVar[dict[str, Callable[[Server, dict[str, Any]], None]]] = {
         "textDocument/didOpen": did_open,
