@@ -248,6 +248,20 @@ def test_gap_histogram_counts_and_windows() -> None:
     assert short.gap_labels == [str(g) for g in range(1, 10)], "no pooled bar past the slate"
 
 
+def test_a_report_of_nothing_still_renders() -> None:
+    """One-slot slates and no request at all: every chart says what it lacks, nothing raises."""
+    empty = ReportCollector(1, ("risky",), "visual", {"risky": 4})
+    summary = {
+        "requests_in": 0, "requests_blended": 0, "requests_rejected": 0, "empty_slates": 0,
+        "slots": 0, "requests_per_second": 0.0, "metrics": {},
+    }  # fmt: skip
+    page = render_report("nothing", summary, empty)
+    charts = page.count('class="plotly-graph-div"')
+    assert charts == 2, "utility and exposure; no cosine chart for one-slot slates"
+    lacking = "no slate holds two of them" in page and "no request has both values" in page
+    assert lacking
+
+
 # ------------------------------------------------------------------------------------------
 # In a headless browser
 # ------------------------------------------------------------------------------------------
@@ -322,10 +336,21 @@ def test_both_pages_render_in_a_headless_browser(
     run_html, _ = run_page(tmp_path)
     policy_html = tmp_path / "policy.html"
     policy_html.write_text(render_html(off_policy_report()), encoding="utf-8")
-    screenshots = os.environ.get("BLENDSPEC_REPORT_SCREENSHOTS")
-    run_result, policy_result = browser(
-        run_html, policy_html, screenshots=Path(screenshots) if screenshots else None
+    # A page that breaks every rule, to show the checks can fail (the request is refused before
+    # it leaves the browser; it names a loopback address all the same).
+    bad_html = tmp_path / "bad.html"
+    bad_html.write_text(
+        "<!doctype html><html><head><title>bad</title>"
+        '<script src="http://127.0.0.1:9/plotly.js"></script></head><body>'
+        "<script>console.error('drawn wrong'); undefinedFunction();</script></body></html>"
     )
+    screenshots = os.environ.get("BLENDSPEC_REPORT_SCREENSHOTS")
+    run_result, policy_result, bad = browser(
+        run_html, policy_html, bad_html, screenshots=Path(screenshots) if screenshots else None
+    )
+    assert bad["requests"] == ["http://127.0.0.1:9/plotly.js"]
+    assert any("drawn wrong" in e for e in bad["console_errors"])
+    assert any("undefinedFunction" in e for e in bad["page_errors"])
 
     _assert_clean(run_result)
     assert run_result["title"] == "blend run — small"

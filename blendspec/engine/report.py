@@ -382,7 +382,7 @@ def render_report(spec_name: str, summary: Mapping[str, Any], collector: ReportC
     page.add("<h2>Charts</h2>")
     filled = collector.filled
     _utility_chart(page, collector, filled)
-    if collector.similarity_input is not None:
+    if collector.similarity_input is not None and collector.slate_length > 1:
         _similarity_chart(page, collector)
     if collector.sensitive_sets:
         _exposure_chart(page, collector, filled)

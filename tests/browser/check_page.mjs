@@ -36,7 +36,8 @@ async function check(file, index) {
   page.on("pageerror", (error) => result.page_errors.push(String(error.message ?? error)));
   await page.setRequestInterception(true);
   page.on("request", (request) => {
-    if (request.url() === url) return request.continue();
+    // The page itself, and data: URLs (no network: older plotly.js probes WebP support so).
+    if (request.url() === url || request.url().startsWith("data:")) return request.continue();
     result.requests.push(request.url());
     return request.abort("blockedbyclient");
   });
