@@ -289,10 +289,10 @@ def test_a_session_over_stdio(client: Client, tmp_path: Path) -> None:
     )
     assert 0 < len(edits) < 4  # the two lines, not the whole document
     assert _apply(messy, edits) == BROKEN
-    fixed_file = tmp_path / "fixed.blend"
-    fixed_file.write_text(messy.replace("p_clik", "p_click"))
-    subprocess.run([*_command(), "fmt", str(fixed_file)], check=True, capture_output=True)
-    assert _apply(messy, edits).replace("p_clik", "p_click") == fixed_file.read_text()
+    formatted = tmp_path / "formatted.blend"
+    formatted.write_text(messy)
+    subprocess.run([*_command(), "fmt", str(formatted)], check=True, capture_output=True)
+    assert _apply(messy, edits) == formatted.read_text()
 
     # An incremental change that fixes the typo clears the diagnostics.
     client.notify(
@@ -311,6 +311,28 @@ def test_a_session_over_stdio(client: Client, tmp_path: Path) -> None:
         },
     )
     assert client.diagnostics(uri, 3) == []
+
+    # A value out of range (a model error, not only a semantic one) formats too; text that does
+    # not parse is left alone (no edits).
+    invalid = HOMEFEED.replace("theta = 0.7", "theta=2.50").replace("slate 50", "slate  50")
+    other = tmp_path / "invalid.blend"
+    other.write_text(invalid)
+    for version, text in ((1, invalid), (2, invalid + "\nweight = \n")):
+        change = {"textDocument": {"uri": other.as_uri(), "version": version}}
+        if version == 1:
+            client.notify(
+                "textDocument/didOpen",
+                {"textDocument": {**change["textDocument"], "languageId": "blend", "text": text}},
+            )
+        else:
+            client.notify("textDocument/didChange", {**change, "contentChanges": [{"text": text}]})
+        edits = client.result("textDocument/formatting", {"textDocument": {"uri": other.as_uri()}})
+        if version == 1:
+            subprocess.run([*_command(), "fmt", str(other)], capture_output=True, check=False)
+            assert "theta = 2.5" in other.read_text()
+            assert _apply(invalid, edits) == other.read_text()
+        else:
+            assert edits is None
 
     assert client.result("shutdown") is None
     client.notify("exit", None)

@@ -119,18 +119,17 @@ def analyse(text: str, syntax: Syntax, path: Path | None = None, name: str = "<s
 
 
 def format_text(text: str, syntax: Syntax, name: str = "<spec>") -> str | None:
-    """The text `blend fmt` writes for this spec (the same emitters, comments kept), or None when
-    the text does not parse into a spec model. Semantic errors (an unknown input, …) do not stop
-    formatting: they are validate's to report."""
-    from blendspec.spec.emit import to_dsl, to_yaml
-    from blendspec.spec.loader import build_model
+    """What `blend fmt` writes for this text (the same function: `emit.format_document`), or
+    None when it does not parse. Any spec that parses is formatted, valid or not: unknown names
+    and values out of range are validate's to report, and formatting never changes what a spec
+    says."""
+    from blendspec.spec.emit import format_document
 
     try:
         document = parse_document(Source(name, text), syntax)
-        spec = build_model(document)
     except SpecError:
         return None
-    return (to_yaml if syntax == "yaml" else to_dsl)(spec, document)
+    return format_document(document)
 
 
 # ---------------------------------------------------------------- declarations
