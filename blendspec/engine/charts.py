@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from blendspec.engine.glossary import html_glossary, lookup
+from blendspec.engine.glossary import html_glossary, inline, lookup
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -109,8 +109,8 @@ class Page:
     def figure(
         self, fig: go.Figure, caption: str, numbers: str | None = None, term: str | None = None
     ) -> None:
-        """A chart with its caption (linked to the glossary entry ``term``) and, folded under
-        it, the table of the numbers it draws."""
+        """A chart with its caption (`code` spans kept; linked to the glossary entry ``term``)
+        and, folded under it, the table of the numbers it draws."""
         import plotly.io as pio
 
         self._figures += 1
@@ -125,7 +125,7 @@ class Page:
         more = f" ({link})" if link else ""
         folded = f"<details><summary>numbers</summary>{numbers}</details>" if numbers else ""
         self._parts.append(
-            f"<figure>{div}<figcaption>{html.escape(caption)}{more}</figcaption>{folded}</figure>"
+            f"<figure>{div}<figcaption>{inline(caption)}{more}</figcaption>{folded}</figure>"
         )
 
     def render(self) -> str:

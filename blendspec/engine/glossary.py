@@ -13,7 +13,16 @@ import html
 import re
 from dataclasses import dataclass
 
-__all__ = ["GLOSSARY", "SECTIONS", "Term", "html_glossary", "lookup", "markdown", "rewrite"]
+__all__ = [
+    "GLOSSARY",
+    "SECTIONS",
+    "Term",
+    "html_glossary",
+    "inline",
+    "lookup",
+    "markdown",
+    "rewrite",
+]
 
 
 @dataclass(frozen=True)
@@ -424,7 +433,7 @@ def rewrite(document: str) -> str:
     return document[:start] + markdown() + document[end:]
 
 
-def _inline(text: str) -> str:
+def inline(text: str) -> str:
     """Escaped text with `code` spans and **bold** kept."""
     out = html.escape(text, quote=False)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
@@ -441,7 +450,7 @@ def html_glossary(sections: tuple[str, ...]) -> str:
     for section, intro in SECTIONS:
         if section not in sections:
             continue
-        parts.append(f"<h3>{_inline(section)}</h3><p>{_inline(intro)}</p><dl>")
+        parts.append(f"<h3>{inline(section)}</h3><p>{inline(intro)}</p><dl>")
         for term in (t for t in GLOSSARY if t.section == section):
             formula = (
                 f'<dd class="formula"><code>{html.escape(term.formula)}</code></dd>'
@@ -450,7 +459,7 @@ def html_glossary(sections: tuple[str, ...]) -> str:
             )
             parts.append(
                 f'<dt id="{term.anchor}"><code>{html.escape(term.name)}</code></dt>'
-                f"<dd>{_inline(term.definition)}</dd>{formula}"
+                f"<dd>{inline(term.definition)}</dd>{formula}"
             )
         parts.append("</dl>")
     parts.append("</section>")
