@@ -193,7 +193,8 @@ def test_every_printed_measure_has_a_glossary_entry(tmp_path: Path) -> None:
     names += [h for row in headers for h in row if h not in ("policy", "trained for")]
     names += [r.policy for r in report.ablation]
     names += ["replay", "ips", "snips", "dr", "effective n", "95% interval"]  # policy eval
-    names += ["slates changed", "mean position shift", "overlap@10", "Kendall τ / Spearman ρ"]
+    names += ["slates changed", "slate lengths changed", "mean position shift", "overlap@10"]
+    names += ["Kendall τ / Spearman ρ", "first diff", "Δ"]  # blend diff
     missing = [n for n in names if lookup(n) is None]
     assert not missing, f"no glossary entry for {missing}"
     assert lookup("adjacency[blocked]@5").name == "adjacency[<set>]@w"

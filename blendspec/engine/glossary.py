@@ -379,6 +379,13 @@ GLOSSARY: tuple[Term, ...] = (
         "|{requests : A ≠ B}| / |{compared requests}|",
     ),
     Term(
+        "slate lengths changed",
+        DIFF,
+        "Compared requests whose two slates have different lengths (a filter or a stop rule "
+        "changed).",
+        "|{requests : |A| ≠ |B|}|",
+    ),
+    Term(
         "mean position shift",
         DIFF,
         "Mean absolute move of the items both slates show (requests with no common item are "
@@ -397,7 +404,22 @@ GLOSSARY: tuple[Term, ...] = (
         DIFF,
         "Rank agreement over the union of both slates; an item missing from a slate ranks "
         "after its end (tied). τ is Kendall's τ-b, ρ the Pearson correlation of the ranks.",
-        "τ_b = (concordant − discordant) / √((n₀ − n₁)(n₀ − n₂))",
+        "τ_b = (C − D) / √((C + D + T_A)(C + D + T_B)); C, D: concordant and discordant pairs, "
+        "T_A, T_B: pairs tied in A only, in B only",
+    ),
+    Term(
+        "first diff",
+        DIFF,
+        "In the requests that changed most: the first slot where the two slates differ.",
+        "min {p : A[p] ≠ B[p]}",
+    ),
+    Term(
+        "Δ",
+        DIFF,
+        "A slate metric's mean difference, new − old, over the requests where both values are "
+        "defined, with its 95% paired-bootstrap interval (1,000 resamples of the requests); "
+        "`*` marks an interval that excludes 0.",
+        "mean_requests (m_B − m_A)",
     ),
 )
 
