@@ -476,12 +476,12 @@ def _request_arrays(embeddings: Any, scores: Any) -> tuple[np.ndarray, np.ndarra
         )
     if emb.shape[1] == 0 and emb.shape[0]:
         raise ValueError("embeddings has 0 columns; an embedding needs at least one")
-    bad = np.flatnonzero(~np.isfinite(utility))
-    if len(bad):
-        raise ValueError(f"scores[{bad[0]}] is {utility[bad[0]]} (scores must be finite)")
-    rows = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-    if len(rows):
-        raise ValueError(f"embeddings[{rows[0]}] holds NaN or Inf (embeddings must be finite)")
+    if not np.isfinite(utility).all():
+        bad = np.flatnonzero(~np.isfinite(utility))[0]
+        raise ValueError(f"scores[{bad}] is {utility[bad]} (scores must be finite)")
+    if not np.isfinite(emb).all():
+        row = np.flatnonzero(~np.isfinite(emb).all(axis=1))[0]
+        raise ValueError(f"embeddings[{row}] holds NaN or Inf (embeddings must be finite)")
     return np.ascontiguousarray(emb), np.ascontiguousarray(utility)
 
 
