@@ -505,7 +505,9 @@ def test_renaming_any_declared_name_keeps_the_spec_valid(name: str) -> None:
 
 def test_a_yaml_file_that_is_no_spec_gets_no_diagnostics() -> None:
     assert list(an.iter_diagnostics(an.analyse("jobs:\n  build: {}\n", "yaml"))) == []
+    assert list(an.iter_diagnostics(an.analyse("Resources: !Ref Bucket\n", "yaml"))) == []
     assert list(an.iter_diagnostics(an.analyse("inputs: {}\n", "yaml")))
+    assert list(an.iter_diagnostics(an.analyse("inputs: {p: score\n", "yaml")))  # mid-edit
 
 
 def test_the_server_never_imports_torch(tmp_path: Path) -> None:

@@ -86,9 +86,11 @@ class Analysis:
         association may be broad); a DSL file always is."""
         if self.syntax == "dsl":
             return True
-        if self.document is None:
-            return True  # it does not even parse: say so
-        return bool(set(self.document.data) & set(reference.SECTION_OF))
+        if self.document is not None:
+            return bool(set(self.document.data) & set(reference.SECTION_OF))
+        # It does not parse: a spec mid-edit if a line starts with a spec section's key.
+        sections = "|".join(reference.SECTION_OF)
+        return re.search(rf"^({sections})[ \t]*:", self.text, re.MULTILINE) is not None
 
 
 def analyse(text: str, syntax: Syntax, path: Path | None = None, name: str = "<spec>") -> Analysis:
