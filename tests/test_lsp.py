@@ -195,7 +195,7 @@ def test_a_session_over_stdio(client: Client, tmp_path: Path) -> None:
             printed["end_line"],
             printed["end_column"],
         )
-    assert published[1]["severity"] == 2
+    assert published[1]["severity"] == 2 and published[1]["tags"] == [1]  # faded: unused
     diagnostic, cli = published[0], expected[0]
     typo = _at(BROKEN, "p_clik")
     assert diagnostic["range"] == {
@@ -248,6 +248,16 @@ def test_a_session_over_stdio(client: Client, tmp_path: Path) -> None:
     )["items"]
     assert [i["label"] for i in items][:3] == ["similarity", "theta", "gamma"]
     assert items[1]["insertText"] == "theta = "
+
+    # Signature help inside a transform's parentheses: the parameter at the cursor.
+    helped = client.result(
+        "textDocument/signatureHelp",
+        {"textDocument": {"uri": uri}, "position": _at(BROKEN, "clip(p_longclick, 0", 0, 19)},
+    )
+    (signature,) = helped["signatures"]
+    assert signature["label"] == "clip(x, lo, hi)" and helped["activeParameter"] == 1
+    start, end = signature["parameters"][1]["label"]
+    assert signature["label"][start:end] == "lo"
 
     # Go to definition and find references.
     definition = client.result(

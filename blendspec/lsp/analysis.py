@@ -546,6 +546,62 @@ def rename(analysis: Analysis, line: int, column: int, new_name: str) -> list[Sp
     return occurrences(analysis, named)
 
 
+# ---------------------------------------------------------------- signature help
+
+
+def signature(
+    text: str, line: int, column: int
+) -> tuple[str, list[tuple[int, int]], int, str] | None:
+    """Inside the parentheses of a transform or signal call: its usage (`clip(x, lo, hi)`), the
+    offsets of each parameter in it, the parameter the cursor is at, and the docs sentence."""
+    from blendspec.spec.expr import SIGNALS, TRANSFORMS
+
+    rows = text.split("\n")
+    if not 1 <= line <= len(rows):
+        return None
+    before = _code(rows[line - 1][: column - 1])
+    depth = 0
+    for index in range(len(before) - 1, -1, -1):
+        char = before[index]
+        if char == ")":
+            depth += 1
+        elif char == "(":
+            if depth == 0:
+                call = re.search(r"([A-Za-z_]\w*)\s*$", before[:index])
+                if call is None:
+                    return None
+                name = call.group(1)
+                if name in TRANSFORMS:
+                    params = ("x", *TRANSFORMS[name].params)
+                elif name in SIGNALS:
+                    params = (f"{SIGNALS[name]} input",)
+                else:
+                    return None
+                label = f"{name}({', '.join(params)})"
+                offsets = []
+                start = len(name) + 1
+                for param in params:
+                    offsets.append((start, start + len(param)))
+                    start += len(param) + 2
+                inside = before[index + 1 :]
+                active = _top_level_commas(inside)
+                return label, offsets, active, as_sentence(reference.function_doc(name) or "")
+            depth -= 1
+    return None
+
+
+def _top_level_commas(text: str) -> int:
+    depth = count = 0
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            count += 1
+    return count
+
+
 # ---------------------------------------------------------------- symbols
 
 

@@ -43,6 +43,8 @@ from blendspec.spec.diagnostics import Diagnostic, Span
 from blendspec.spec.syntax import Syntax, syntax_of
 
 SOURCE = "blend"
+UNNECESSARY = frozenset({"W001", "W003"})
+"""Warnings about declarations nothing uses (an input, an objective or a weight)."""
 
 
 @dataclass
@@ -188,6 +190,7 @@ class Server:
                 "documentFormattingProvider": True,
                 "documentSymbolProvider": True,
                 "renameProvider": {"prepareProvider": True},
+                "signatureHelpProvider": {"triggerCharacters": ["(", ","]},
             },
             "serverInfo": {"name": "blend lsp", "version": __version__},
         }
@@ -292,13 +295,16 @@ class Server:
             message += f"\nnote: {note}"
         if d.help:
             message += f"\nhelp: {d.help}"
-        return {
+        found: dict[str, Any] = {
             "range": self._range(span, lines, result),
             "severity": 1 if d.is_error else 2,
             "code": d.code,
             "source": SOURCE,
             "message": message,
         }
+        if d.code in UNNECESSARY:
+            found["tags"] = [1]  # DiagnosticTag.Unnecessary: editors fade the unused declaration
+        return found
 
     def _location(self, uri: str, span: Span, lines: Lines, result: an.Analysis) -> dict[str, Any]:
         return {"uri": uri, "range": self._range(span, lines, result)}
@@ -358,6 +364,27 @@ class Server:
         spans = an.rename(result, line, column, new_name)
         edits = [{"range": self._range(s, lines, result), "newText": new_name} for s in spans]
         return {"changes": {uri: edits}}
+
+    def signature_help(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        cursor = self._cursor(params)
+        if cursor is None:
+            return None
+        result, _lines, line, column = cursor
+        found = an.signature(result.text, line, column)
+        if found is None:
+            return None
+        label, parameters, active, doc = found
+        return {
+            "signatures": [
+                {
+                    "label": label,
+                    "documentation": {"kind": "markdown", "value": doc},
+                    "parameters": [{"label": [start, end]} for start, end in parameters],
+                }
+            ],
+            "activeSignature": 0,
+            "activeParameter": min(active, max(len(parameters) - 1, 0)),
+        }
 
     _KINDS: ClassVar[dict[str, int]] = {  # CompletionItemKind
         "keyword": 14,
@@ -437,6 +464,7 @@ class Server:
         "textDocument/completion": completion,
         "textDocument/formatting": formatting,
         "textDocument/documentSymbol": document_symbols,
+        "textDocument/signatureHelp": signature_help,
         "textDocument/prepareRename": prepare_rename,
         "textDocument/rename": rename,
     }
