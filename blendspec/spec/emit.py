@@ -506,7 +506,9 @@ def _yaml_scalar(value: Any, *, flow: bool = False) -> str:
             plain_ok = False
         if plain_ok and visible and value.strip() == value and value:
             return value
-        quoted = yaml.safe_dump(str(value), default_style='"', width=float("inf"), allow_unicode=visible)
+        quoted = yaml.safe_dump(
+            str(value), default_style='"', width=float("inf"), allow_unicode=visible
+        )
         return quoted.removesuffix("\n...\n").rstrip("\n")
     if value is None:
         return "null"
