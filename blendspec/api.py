@@ -116,13 +116,26 @@ def candidates_source(candidates: Any) -> Path | ArrowDump:
     as an `ArrowDump` named after its type (the messages' "file")."""
     import pyarrow as pa
 
-    from blendspec.io.dump import ArrowDump
+    from blendspec.io.dump import ArrowDump, DumpError
 
     if isinstance(candidates, ArrowDump):
         return candidates
     if isinstance(candidates, str | os.PathLike):
         return Path(candidates)
     name = f"candidates ({_type_name(candidates)})"
+    try:
+        return _arrow_dump(candidates, name)
+    except (pa.ArrowException, ValueError) as error:
+        # A column the producer cannot express in Arrow (pandas: an object column of mixed
+        # types); pyarrow's message names the column.
+        raise DumpError(f"{name}: cannot be read as Arrow data ({error})") from None
+
+
+def _arrow_dump(candidates: Any, name: str) -> ArrowDump:
+    import pyarrow as pa
+
+    from blendspec.io.dump import ArrowDump
+
     if isinstance(candidates, pa.Table):
         return ArrowDump(candidates, name)
     if isinstance(candidates, pa.RecordBatch):
@@ -137,10 +150,7 @@ def candidates_source(candidates: Any) -> Path | ArrowDump:
     if hasattr(type(candidates), "__arrow_c_array__"):
         return ArrowDump(pa.Table.from_batches([pa.record_batch(candidates)]), name)
     if isinstance(candidates, Mapping):
-        try:
-            return ArrowDump(pa.table(dict(candidates)), name)
-        except (pa.ArrowException, TypeError, ValueError) as error:
-            raise TypeError(f"{name}: the columns do not make an Arrow table ({error})") from None
+        return ArrowDump(pa.table(dict(candidates)), name)
     return ArrowDump(pa.Table.from_pandas(_pandas_or_fail(candidates)), name)
 
 
@@ -152,10 +162,11 @@ def _type_name(value: Any) -> str:
 def _pandas_or_fail(candidates: Any) -> Any:
     if type(candidates).__module__.split(".")[0] == "pandas":
         return candidates
+    lazy = " (a lazy frame: collect it first)" if hasattr(candidates, "collect") else ""
     raise TypeError(
         "candidates must be a dump's path, a pyarrow Table, RecordBatch or RecordBatchReader, "
         "a pandas or polars DataFrame, a mapping of columns, or any object with "
-        f"`__arrow_c_stream__`; got {_type_name(candidates)}"
+        f"`__arrow_c_stream__`; got {_type_name(candidates)}{lazy}"
     )
 
 
@@ -482,7 +493,16 @@ def _request_arrays(embeddings: Any, scores: Any) -> tuple[np.ndarray, np.ndarra
     if not np.isfinite(emb).all():
         row = np.flatnonzero(~np.isfinite(emb).all(axis=1))[0]
         raise ValueError(f"embeddings[{row}] holds NaN or Inf (embeddings must be finite)")
-    return np.ascontiguousarray(emb), np.ascontiguousarray(utility)
+    return _writable(emb), _writable(utility)
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """Contiguous, and writable: torch warns on a read-only array (pandas and Arrow hand those
+    out), though nothing writes to the request's inputs."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def _float32(name: str, values: Any) -> np.ndarray:

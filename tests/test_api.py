@@ -283,6 +283,17 @@ def test_other_arrow_producers_and_mappings() -> None:
     )
     with pytest.raises(TypeError, match="candidates must be a dump's path"):
         blendspec.blend(SPEC, [1, 2, 3])
+    with pytest.raises(TypeError, match=r"got polars.LazyFrame \(a lazy frame: collect it first"):
+        blendspec.blend(SPEC, pl.from_arrow(table).lazy())
+    mixed = table.to_pandas().astype({"topic": object})
+    mixed.loc[2, "topic"] = 5
+    with pytest.raises(
+        DumpError,
+        match=r"^candidates \(pandas.DataFrame\): cannot be read as Arrow data .*column topic",
+    ):
+        blendspec.blend(SPEC, mixed)
+    with pytest.raises(DumpError, match=r"^candidates \(builtins.dict\): .*expected length"):
+        blendspec.blend(SPEC, {"request_id": ["r", "r"], "candidate_id": ["a"]})
 
 
 def test_options_are_checked_and_passed_on(dump: Path) -> None:
@@ -426,6 +437,14 @@ def test_diversify_result_and_edge_cases() -> None:
     assert empty.indices.shape == (0,) and empty.scores.shape == (0,)
     nothing = blendspec.diversify(np.zeros((0, 4)), np.zeros(0), 5, "dpp")
     assert len(nothing.indices) == 0
+    # Read-only arrays (pandas and Arrow hand those out) are taken without a warning.
+    frozen = emb.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert blendspec.diversify(frozen, scores, 3).indices.tolist() == (
+            blendspec.diversify(emb, scores, 3).indices.tolist()
+        )
     # float64, lists and torch tensors are read as float32, as `blend run` reads a dump.
     as64 = blendspec.diversify(emb.astype(np.float64), scores.tolist(), 5, "ssd")
     as_tensor = blendspec.diversify(torch.from_numpy(emb), torch.from_numpy(scores), 5, "ssd")
