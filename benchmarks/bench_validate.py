@@ -2,6 +2,7 @@
 
     python benchmarks/bench_validate.py                   # homefeed.blend, best of 10
     python benchmarks/bench_validate.py --repeat 20 --spec specs/ads.yaml
+    python benchmarks/bench_validate.py --spec specs/*            # several specs, one process
     python benchmarks/bench_validate.py --pythonpath /tmp/old-checkout   # time another blendspec
 
 Each figure is the wall time of a fresh process, as an editor or a pre-commit hook pays it:
@@ -43,7 +44,7 @@ def wall(command: list[str], env: dict[str, str], cwd: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=REPO / "specs" / "homefeed.blend")
+    parser.add_argument("--spec", type=Path, nargs="+", default=[REPO / "specs" / "homefeed.blend"])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument(
         "--pythonpath", type=Path, help="Put this checkout first on PYTHONPATH (before/after)."
@@ -59,7 +60,13 @@ def main() -> None:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(args.pythonpath), *filter(None, [env.get("PYTHONPATH")])]
         )
-    validate = [sys.executable, "-m", "blendspec", "validate", str(args.spec.resolve())]
+    validate = [
+        sys.executable,
+        "-m",
+        "blendspec",
+        "validate",
+        *(str(p.resolve()) for p in args.spec),
+    ]
     floor = [sys.executable, "-c", "import lark, yaml, pydantic"]
     times: dict[str, list[float]] = {"validate": [], "floor": []}
     with tempfile.TemporaryDirectory() as folder:
@@ -71,7 +78,8 @@ def main() -> None:
             times["floor"].append(wall(floor, env, cwd))
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
-    print(f"blend validate {args.spec.name}  (best of {args.repeat}, wall, fresh process)")
+    names = " ".join(p.name for p in args.spec)
+    print(f"blend validate {names}  (best of {args.repeat}, wall, fresh process)")
     print(
         f"  blend validate                      best {best['validate']:.3f} s   median {median['validate']:.3f} s"
     )
