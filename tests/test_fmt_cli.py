@@ -226,3 +226,24 @@ def test_hooks_run_as_pre_commit_runs_them(hook_id: str, tmp_path: Path) -> None
         assert done.returncode == 1
         assert after == before
         assert "would reformat specs/a.blend" in done.stderr
+
+
+# ---------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("name", ["validate", "fmt", "graph", "schema"])
+def test_spec_commands_have_help_on_every_option_and_unbroken_paragraphs(name: str) -> None:
+    """Typer's help keeps a docstring's line breaks, so a paragraph wrapped in the source would
+    break mid-sentence on the screen: each paragraph is one line."""
+    import inspect
+
+    import typer.main
+
+    from blendspec.cli import spec as commands
+
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    for param in command.params:
+        if param.name != "help":
+            assert getattr(param, "help", None), (name, param.name)
+    doc = inspect.getdoc(getattr(commands, name)) or ""
+    assert doc and all("\n" not in paragraph for paragraph in doc.split("\n\n")), doc

@@ -78,7 +78,8 @@ def validate(
             "--ignore",
             metavar="CODES",
             help="Leave out these warnings, comma-separated or repeated: --ignore W001,W003."
-            " Errors cannot be ignored. A single line: `# blend: ignore[W001]` on it.",
+            " Errors cannot be ignored. To ignore a warning on one line only, end the line with"
+            " the comment # blend: ignore[W001].",
         ),
     ] = None,
     stdin_filename: Annotated[
@@ -234,9 +235,17 @@ def _show_reformat(name: str, before: str, after: str) -> None:
 
 
 def graph(
-    spec: Annotated[Path, typer.Argument(help="Spec file.")],
+    spec: Annotated[
+        Path,
+        typer.Argument(help="Spec file (*.blend, *.yaml); it must validate.", show_default=False),
+    ],
     output: Annotated[
-        GraphFormat, typer.Option("--format", help="text, dot or json")
+        GraphFormat,
+        typer.Option(
+            "--format",
+            help="text (one typed node a line), dot (Graphviz, for `dot -Tsvg`) or json (nodes,"
+            " edges and types as data).",
+        ),
     ] = GraphFormat.text,
 ) -> None:
     """Print the compiled, typed execution graph."""
