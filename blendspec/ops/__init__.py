@@ -6,6 +6,7 @@ from blendspec.ops._native import KERNELS, Kernels, kernels
 from blendspec.ops.constraints import (
     CategoryCap,
     GreedyConstraints,
+    NoLoopForm,
     SemanticIdPenalty,
     SoftSpacing,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "CategoryCap",
     "GreedyConstraints",
     "Kernels",
+    "NoLoopForm",
     "Selection",
     "SemanticIdPenalty",
     "SimilaritySignals",

@@ -71,11 +71,15 @@ def dense_ranks(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     keyed = torch.where(mask, values, torch.full_like(values, big))
     sorted_vals, order = torch.sort(keyed, dim=1, stable=True)
     sorted_valid = mask.gather(1, order)
-    new = torch.ones_like(sorted_vals, dtype=torch.bool)
-    new[:, 1:] = sorted_vals[:, 1:] != sorted_vals[:, :-1]
-    new &= sorted_valid
+    first = torch.ones_like(sorted_valid[:, :1])
+    new = torch.cat([first, sorted_vals[:, 1:] != sorted_vals[:, :-1]], 1) & sorted_valid
     rank_sorted = torch.cumsum(new.long(), dim=1) - 1
-    ranks = torch.empty_like(rank_sorted).scatter_(1, order, rank_sorted)
+    # Out of place throughout, and back to candidate order by a gather through the inverse
+    # permutation rather than a scatter: in an AOTInductor build (torch 2.13) of the exported
+    # greedy loop, the mask below was fused into a kernel that ran before the scatter, so the
+    # loop's caps saw every candidate as rank 0 (prefix_ranks is out of place for the same
+    # reason).
+    ranks = rank_sorted.gather(1, torch.argsort(order, dim=1))
     ranks = torch.where(mask, ranks, torch.zeros_like(ranks))
     return ranks, new.sum(1)
 
@@ -88,7 +92,9 @@ def prefix_ranks(codes: Tensor, mask: Tensor) -> Tensor:
     Returns ``[B, L, N]`` int64.
     """
     b, n, levels = codes.shape
-    out = codes.new_zeros((b, levels, n))
+    if levels == 0:
+        return codes.new_zeros((b, 0, n))
+    out = []
     prev = codes.new_zeros((b, n))
     for level in range(levels):
         # Lexicographic (prev rank, code) pair -> dense rank, via two stable sorts.
@@ -96,8 +102,8 @@ def prefix_ranks(codes: Tensor, mask: Tensor) -> Tensor:
         r_code, _ = dense_ranks(code, mask)
         combined = prev * (n + 1) + r_code  # prev < n, r_code < n: no collision, no overflow
         prev, _ = dense_ranks(combined, mask)
-        out[:, level] = prev
-    return out
+        out.append(prev)
+    return torch.stack(out, 1)
 
 
 def batch_chunks(batch: int, bytes_per_request: int, width: int) -> list[slice]:

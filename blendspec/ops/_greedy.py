@@ -101,6 +101,25 @@ def run_chunks(chunks: list[slice], run: Callable[[slice], Selection]) -> Select
     return concat_selections([run(sl) for sl in chunks])
 
 
+def cap_terms(bias: Tensor, cap_violations: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The caps' additive mask for one step and whether the caps could be met (``[b, 1]``).
+
+    Violating candidates get -1e38 per violated cap, unless every eligible candidate violates
+    (``bias`` is -inf where taken or padding), in which case the caps are ignored for this step
+    (and the pick is counted).
+    """
+    with_caps = torch.add(bias, cap_violations, alpha=_CAP_BIAS)
+    has_ok = (with_caps.amax(1, keepdim=True) > _HAS_OK).to(dtype)
+    return cap_violations * (has_ok * _CAP_BIAS), has_ok
+
+
+def argmax_pick(score: Tensor, extra: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The best allowed candidate ``j`` ``[b, 1]`` (lowest index on ties) and its masked score."""
+    masked = score if extra is None else score + extra
+    j = masked.argmax(1, keepdim=True)  # first maximal index: ties go to the lower index
+    return j, masked.gather(1, j)
+
+
 class Selector:
     """Argmax bookkeeping for one chunk: eligibility, caps, and the per-step records.
 
@@ -145,9 +164,7 @@ class Selector:
         """
         if cap_violations is None:
             return None, None
-        with_caps = torch.add(self.bias, cap_violations, alpha=_CAP_BIAS)
-        has_ok = (with_caps.amax(1, keepdim=True) > _HAS_OK).to(self.dtype)
-        return cap_violations * (has_ok * _CAP_BIAS), has_ok
+        return cap_terms(self.bias, cap_violations, self.dtype)
 
     def step(
         self,
@@ -161,9 +178,7 @@ class Selector:
         request with no candidate left gets j = 0 and a -inf value (``last_active`` is 0).
         """
         extra, has_ok = caps
-        masked = score if extra is None else score + extra
-        j = masked.argmax(1, keepdim=True)  # first maximal index: ties go to the lower index
-        value = masked.gather(1, j)
+        j, value = argmax_pick(score, extra)
         if self.trace and components is not None:  # before the scatter below: score may be tracked
             self.steps["score"].append(score.detach().clone())
         for x in self.tracked:

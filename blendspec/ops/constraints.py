@@ -7,7 +7,10 @@ its per-chunk running state (``RunningConstraint``). The loops, ``prepare_constr
 ``GreedyConstraints.extra``: nothing central switches on the kinds. The one place that must know
 them is the compiled loop (``csrc/greedy.c``), whose C struct has fields for the three built-in
 kinds only; ``Constraint.native`` says whether greedy.c knows a kind, and ``_native.usable``
-sends any call carrying a kind it does not know down the torch path.
+sends any call carrying a kind it does not know down the torch path. The exported form of the
+torch path (one ``torch.while_loop``, ``ops/loop.py``) asks each kind for its running state as
+carried tensors (``Constraint.start_carried``, a ``CarriedConstraint``); a kind without that form
+runs everywhere but cannot be exported (``NoLoopForm``, naming it).
 
 The running states keep O(N) or O(N*w) state per request so that each step costs a few vectorised
 ops, independent of the step index, with no Python work per request. Arithmetic is organised so
@@ -56,6 +59,46 @@ class RunningConstraint:
         request still had a candidate to take)."""
 
 
+class NoLoopForm(TypeError):
+    """A constraint kind has no tensor-state form (``Constraint.start_carried``), so a greedy
+    loop that carries it cannot be written as a ``torch.while_loop``: it cannot be exported."""
+
+
+class CarriedConstraint:
+    """The tensor-state form of a ``RunningConstraint``: what a greedy loop written as one
+    ``torch.while_loop`` (``blendspec/ops/loop.py``, the form ``torch.export`` traces) asks.
+
+    Its running state is a tuple of tensors, the *carry*, that the loop threads through its
+    steps: ``init_carry`` gives the state before step 0, ``update`` returns the state after a
+    pick. Everything fixed for the loop (prepared tensors, weight tables, parameters) stays in
+    attributes. The step ``t`` is a 0-d int64 tensor, never a Python int. Rules of
+    ``torch.while_loop``: never write into the carry in place, and keep every carried tensor's
+    shape and dtype from step to step. The arithmetic must be the eager state's, operation for
+    operation (the exported program gives ``blend run --kernels torch``'s bits): where the eager
+    state would slice by t, both forms compute over the full window with zeros. The defaults are
+    those of a constraint that neither penalises nor excludes.
+    """
+
+    def init_carry(self) -> tuple[Tensor, ...]:
+        return ()
+
+    def penalty(self, t: Tensor, carry: tuple[Tensor, ...]) -> Tensor | None:
+        """The penalty ``[b, Np]`` at step t (``RunningConstraint.penalty``)."""
+        return None
+
+    def violations(self, carry: tuple[Tensor, ...]) -> Tensor | None:
+        """``[b, Np]`` 1.0 where taking the candidate now breaks the rule
+        (``RunningConstraint.violations``)."""
+        return None
+
+    def update(
+        self, t: Tensor, j: Tensor, active: Tensor, carry: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """The carry after the pick ``j`` ``[b, 1]`` of step t; ``active`` ``[b, 1]`` (the loop's
+        dtype) is 1.0 where a request still had a candidate to take, else 0.0."""
+        return carry
+
+
 class Constraint(abc.ABC):
     """One kind of in-loop constraint: a frozen dataclass of its inputs and parameters.
 
@@ -71,6 +114,10 @@ class Constraint(abc.ABC):
       code that still does the parent's.
     * ``name``: the stem of its label in ``GreedyConstraints.extra`` (``f"{name}[k]"``), which is
       also its trace name and the field named by its error messages.
+
+    A kind that can be exported also implements ``start_carried``, the tensor-state form of its
+    running state (``CarriedConstraint``). Like ``native``, that form is not inherited by a
+    subclass that redefines ``start`` (its eager arithmetic) without redefining it too.
     """
 
     name: ClassVar[str]
@@ -82,6 +129,8 @@ class Constraint(abc.ABC):
         super().__init_subclass__(**kwargs)
         if "native" not in cls.__dict__:
             cls.native = False
+        if "start" in cls.__dict__ and "start_carried" not in cls.__dict__:
+            cls.start_carried = Constraint.start_carried  # type: ignore[method-assign]
         if not getattr(cls, "name", ""):
             cls.name = cls.__name__
 
@@ -108,6 +157,17 @@ class Constraint(abc.ABC):
     ) -> RunningConstraint:
         """The running state for one chunk (``tensors`` is ``prepare``'s output for its
         requests) of a loop of ``slate_length`` steps whose scores are ``dtype``."""
+
+    def start_carried(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> CarriedConstraint:
+        """``start``'s state in tensor-state form, for the loop that ``torch.export`` traces
+        (``CarriedConstraint``). A kind without it cannot be exported (``NoLoopForm``)."""
+        raise NoLoopForm(f"constraint kind {type(self).__name__} has no loop form")
+
+    @classmethod
+    def has_loop_form(cls) -> bool:
+        return cls.start_carried is not Constraint.start_carried
 
 
 def clamp_window(window: int, slate_length: int) -> int:
@@ -164,6 +224,11 @@ class SoftSpacing(Constraint):
     ) -> RunningConstraint:
         return _SpacingState(self, tensors["flags"], slate_length, dtype)
 
+    def start_carried(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> CarriedConstraint:
+        return _CarriedSpacing(self, tensors["flags"], dtype)
+
 
 @dataclass(frozen=True)
 class SemanticIdPenalty(Constraint):
@@ -206,6 +271,11 @@ class SemanticIdPenalty(Constraint):
     ) -> RunningConstraint:
         return _SemanticIdState(self, tensors["prefix"], slate_length, dtype)
 
+    def start_carried(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> CarriedConstraint:
+        return _CarriedSemanticId(self, tensors["prefix"], slate_length, dtype)
+
 
 @dataclass(frozen=True)
 class CategoryCap(Constraint):
@@ -246,6 +316,11 @@ class CategoryCap(Constraint):
         self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
     ) -> RunningConstraint:
         return _CapState(self, tensors["ranks"], slate_length, dtype)
+
+    def start_carried(
+        self, tensors: Mapping[str, Tensor], slate_length: int, dtype: torch.dtype
+    ) -> CarriedConstraint:
+        return _CarriedCap(self, tensors["ranks"], slate_length, dtype)
 
 
 _BUILT_IN = (SoftSpacing, SemanticIdPenalty, CategoryCap)
@@ -370,6 +445,9 @@ class PreparedConstraint:
     def start(self, slate_length: int, dtype: torch.dtype) -> RunningConstraint:
         return self.record.start(self.tensors, slate_length, dtype)
 
+    def start_carried(self, slate_length: int, dtype: torch.dtype) -> CarriedConstraint:
+        return self.record.start_carried(self.tensors, slate_length, dtype)
+
 
 @dataclass(frozen=True)
 class PreparedConstraints:
@@ -397,6 +475,21 @@ class PreparedConstraints:
         carries any must run on the torch path."""
         kinds = (type(r.record).__name__ for r in self.records if not r.record.native)
         return tuple(dict.fromkeys(kinds))
+
+    def check_loop_form(self) -> None:
+        """Raise ``NoLoopForm`` naming every record whose kind has no tensor-state form (a loop
+        that carries it cannot be a ``torch.while_loop``, so it cannot be exported)."""
+        missing = [
+            f"{r.label} ({type(r.record).__name__})"
+            for r in self.records
+            if not r.record.has_loop_form()
+        ]
+        if missing:
+            raise NoLoopForm(
+                f"constraint {', '.join(missing)} has no loop form: an exported greedy loop "
+                "needs every in-loop constraint as carried tensors (Constraint.start_carried, "
+                "a CarriedConstraint); this kind runs in `blend run` but cannot be exported"
+            )
 
 
 def prepare_constraints(
@@ -456,7 +549,10 @@ class _SpacingState(RunningConstraint):
 
     Weights are the integers lcm(1..w)/d, so the sums are exact integers and a penalty is one
     scaling of an exact value: mathematically equal penalties are bitwise equal, and the tie rule
-    (lower index) holds for them too.
+    (lower index) holds for them too. The dot always runs over the W = min(window, T) weights,
+    with zeros for the positions before the slate's start (``hist`` starts with W zeros): the
+    loop form (``_CarriedSpacing``) sums the same W terms in the same order, so the two agree
+    bit for bit even where the weights are not exact (windows of ~37 and more).
     """
 
     def __init__(
@@ -467,25 +563,63 @@ class _SpacingState(RunningConstraint):
         self.dtype = dtype
         self.window = s.window  # as prepared: at most T
         self.flags = flags.to(dtype)
-        self.hist = torch.zeros((b, max(slate_length, 1)), dtype=torch.float64, device=dev)
-        # [unit/W, …, unit/1] (oldest first) with W = min(window, T): step t uses its last
-        # min(window, t) entries, a view. O(W) memory, not O(T·W).
-        unit, scale = _harmonic_unit(s.window, 1)
-        self.scale = s.coefficient * scale
-        w = [unit / d for d in range(s.window, 0, -1)]  # oldest first
-        self.weights = torch.tensor(w, dtype=torch.float64, device=dev)
+        # The flags of the picks, after W zeros: step t reads positions t .. t+W-1 (the picks
+        # of steps t-W .. t-1, zero before the slate's start).
+        t_len = max(slate_length, 1)
+        self.hist = torch.zeros((b, s.window + t_len), dtype=torch.float64, device=dev)
+        self.weights, self.scale = _spacing_weights(s, dev)
 
     def penalty(self, t: int) -> Tensor:
-        table = self.weights
-        w = table[table.numel() - min(self.window, t) :]
-        if w.numel() == 0:
+        if self.window == 0:
             return torch.zeros_like(self.flags)
-        hist = self.hist[:, t - w.numel() : t]
-        scale = (hist * w).sum(1, keepdim=True) * self.scale
-        return self.flags * scale.to(self.dtype)
+        hist = self.hist[:, t : t + self.window]
+        return _spacing_penalty(self.flags, hist, self.weights, self.scale)
 
     def update(self, t: int, j: Tensor, selector: Selector) -> None:
-        self.hist[:, t : t + 1] = self.flags.gather(1, j).to(torch.float64)
+        at = t + self.window
+        self.hist[:, at : at + 1] = self.flags.gather(1, j).to(torch.float64)
+
+
+def _spacing_weights(s: SoftSpacing, device: torch.device) -> tuple[Tensor, float]:
+    """[unit/W, …, unit/1] (oldest first) with W = min(window, T), and the scale that turns the
+    integer sums into the penalty."""
+    unit, scale = _harmonic_unit(s.window, 1)
+    w = [unit / d for d in range(s.window, 0, -1)]
+    return torch.tensor(w, dtype=torch.float64, device=device), s.coefficient * scale
+
+
+def _spacing_penalty(flags: Tensor, recent: Tensor, weights: Tensor, scale: float) -> Tensor:
+    """The penalty from the flags of the last W picks ``recent`` ``[b, W]``, oldest first."""
+    total = (recent * weights).sum(1, keepdim=True) * scale
+    return flags * total.to(flags.dtype)
+
+
+class _CarriedSpacing(CarriedConstraint):
+    """``_SpacingState`` as carried tensors: the flags of the last W picks, oldest first."""
+
+    def __init__(self, s: SoftSpacing, flags: Tensor, dtype: torch.dtype) -> None:
+        self.flags = flags.to(dtype)
+        self.window = s.window  # as prepared: at most T
+        self.weights, self.scale = _spacing_weights(s, flags.device)
+
+    def init_carry(self) -> tuple[Tensor, ...]:
+        if self.window == 0:
+            return ()
+        b = self.flags.shape[0]
+        return (torch.zeros((b, self.window), dtype=torch.float64, device=self.flags.device),)
+
+    def penalty(self, t: Tensor, carry: tuple[Tensor, ...]) -> Tensor:
+        if self.window == 0:
+            return torch.zeros_like(self.flags)
+        return _spacing_penalty(self.flags, carry[0], self.weights, self.scale)
+
+    def update(
+        self, t: Tensor, j: Tensor, active: Tensor, carry: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        if self.window == 0:
+            return ()
+        picked = self.flags.gather(1, j).to(torch.float64)
+        return (torch.cat([carry[0][:, 1:], picked], 1),)
 
 
 class _SemanticIdState(RunningConstraint):
@@ -533,16 +667,18 @@ class _SemanticIdState(RunningConstraint):
     def penalty(self, t: int) -> Tensor:
         if self.reach == 0 or t == 0:
             return torch.zeros_like(self.prefix[:, 0], dtype=self.dtype)
-        b = self.ring.shape[0]
         # Beyond the table: one row for this step, from a device slice (no host-to-device copy).
         row = self.weights[t] if self.weights is not None else self._rows(self.steps[t : t + 1])[0]
-        w = row.expand(b, 1, -1)
-        num = torch.bmm(w, self.ring).squeeze(1)
+        return self._penalty(row, self.ring)
+
+    def _penalty(self, row: Tensor, ring: Tensor) -> Tensor:
+        """The penalty from the weight row ``[1, W]`` of the step and the ring."""
+        w = row.expand(ring.shape[0], 1, -1)
+        num = torch.bmm(w, ring).squeeze(1)
         return (num * self.scale).to(self.dtype)
 
-    def update(self, t: int, j: Tensor, selector: Selector) -> None:
-        if self.reach == 0:
-            return
+    def _terms(self, j: Tensor) -> Tensor:
+        """``[lcp >= l*] * lcp`` of every candidate with the pick ``j``, ``[b, Np]`` float64."""
         prefix = self.prefix  # [b, L, Np]
         levels = prefix.shape[1]
         picked = prefix.gather(2, j.unsqueeze(1).expand(-1, levels, 1))  # [b, L, 1]
@@ -551,7 +687,49 @@ class _SemanticIdState(RunningConstraint):
         eq = 1.0 - (prefix - picked).abs_().clamp_(max=1.0)
         lcp = eq.sum(1)
         keep = (lcp - (self.min_prefix - 1)).clamp_(0, 1)
-        self.ring[:, t % self.reach] = (lcp * keep).to(torch.float64)
+        return (lcp * keep).to(torch.float64)
+
+    def update(self, t: int, j: Tensor, selector: Selector) -> None:
+        if self.reach == 0:
+            return
+        self.ring[:, t % self.reach] = self._terms(j)
+
+
+class _CarriedSemanticId(CarriedConstraint):
+    """``_SemanticIdState`` as carried tensors: the ring, written at slot t % W by a copy (the
+    weight tables and the arithmetic are the eager state's own)."""
+
+    def __init__(
+        self, p: SemanticIdPenalty, prefix: Tensor, slate_length: int, dtype: torch.dtype
+    ) -> None:
+        # The eager state builds the tables; its own ring is never read (and, unused, is not
+        # part of an exported program).
+        self.eager = _SemanticIdState(p, prefix, slate_length, dtype)
+
+    def init_carry(self) -> tuple[Tensor, ...]:
+        if self.eager.reach == 0:
+            return ()
+        return (torch.zeros_like(self.eager.ring),)
+
+    def penalty(self, t: Tensor, carry: tuple[Tensor, ...]) -> Tensor:
+        eager = self.eager
+        if eager.reach == 0:
+            return torch.zeros_like(eager.prefix[:, 0], dtype=eager.dtype)
+        at = t.reshape(1)
+        if eager.weights is not None:
+            row = torch.index_select(eager.weights, 0, at).squeeze(0)
+        else:
+            row = eager._rows(at)[0]
+        # Step 0 is zero as such in the eager state (its row and ring are zeros anyway).
+        return torch.where(t > 0, eager._penalty(row, carry[0]), 0.0)
+
+    def update(
+        self, t: Tensor, j: Tensor, active: Tensor, carry: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        if self.eager.reach == 0:
+            return ()
+        slot = torch.remainder(t, self.eager.reach).reshape(1)
+        return (carry[0].index_copy(1, slot, self.eager._terms(j).unsqueeze(1)),)
 
 
 class _CapState(RunningConstraint):
@@ -571,8 +749,7 @@ class _CapState(RunningConstraint):
         self.inc = torch.zeros((b, t_len), dtype=dtype, device=dev)
 
     def violations(self) -> Tensor:
-        n_same = self.counts.gather(1, self.ranks)
-        return (n_same - (self.max_count - 1)).clamp_(0, 1)
+        return _cap_violations(self.counts, self.ranks, self.max_count)
 
     def update(self, t: int, j: Tensor, selector: Selector) -> None:
         active = selector.last_active()
@@ -584,3 +761,52 @@ class _CapState(RunningConstraint):
         if leaving >= 0:
             old = self.hist[:, leaving : leaving + 1]
             self.counts.scatter_add_(1, old, -self.inc[:, leaving : leaving + 1])
+
+
+def _cap_violations(counts: Tensor, ranks: Tensor, max_count: int) -> Tensor:
+    n_same = counts.gather(1, ranks)
+    return (n_same - (max_count - 1)).clamp_(0, 1)
+
+
+class _CarriedCap(CarriedConstraint):
+    """``_CapState`` as carried tensors: the counts and the picks' category ranks and
+    activity by position. The position leaving the window is read at max(leaving, 0) and its
+    count removed only where leaving >= 0 (adding an exact zero otherwise)."""
+
+    def __init__(
+        self, cap: CategoryCap, ranks: Tensor, slate_length: int, dtype: torch.dtype
+    ) -> None:
+        self.ranks = ranks
+        self.max_count = cap.max_count
+        self.window = cap.window
+        self.t_len = max(slate_length, 1)
+        self.dtype = dtype
+
+    def init_carry(self) -> tuple[Tensor, ...]:
+        b, width = self.ranks.shape
+        dev = self.ranks.device
+        return (
+            torch.zeros((b, width), dtype=self.dtype, device=dev),
+            torch.zeros((b, self.t_len), dtype=torch.int64, device=dev),
+            torch.zeros((b, self.t_len), dtype=self.dtype, device=dev),
+        )
+
+    def violations(self, carry: tuple[Tensor, ...]) -> Tensor:
+        return _cap_violations(carry[0], self.ranks, self.max_count)
+
+    def update(
+        self, t: Tensor, j: Tensor, active: Tensor, carry: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        counts, hist, inc = carry
+        b = j.shape[0]
+        at = t.reshape(1, 1).expand(b, 1)
+        rj = self.ranks.gather(1, j)
+        hist = hist.scatter(1, at, rj)
+        inc = inc.scatter(1, at, active)
+        counts = counts.scatter_add(1, rj, active)
+        leaving = t - self.window + 1  # position that leaves the window before step t+1
+        index = leaving.clamp(min=0).reshape(1, 1).expand(b, 1)
+        old = hist.gather(1, index)
+        gone = torch.where(leaving >= 0, inc.gather(1, index), 0.0)
+        counts = counts.scatter_add(1, old, -gone)
+        return counts, hist, inc

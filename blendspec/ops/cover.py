@@ -28,11 +28,12 @@ import ctypes
 import torch
 from torch import Tensor
 
-from blendspec.ops import _native
+from blendspec.ops import _native, loop
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
-from blendspec.ops.constraints import ConstraintState, GreedyConstraints
+from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
+from blendspec.ops.loop import State
 
 _DT = torch.float64
 
@@ -77,8 +78,6 @@ def cover(
     def run(sl: slice) -> Selection:
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
-        state = ConstraintState(cons, slate_length, _DT)
-        sel = Selector(valid, _DT, p.trace_names(trace), cons.has_caps)
         phi_t = workspace("buf", (b, d, width), _DT)
         load_transposed(phi_t, features[sl], valid)
         # S+[b, j, i] = max(0, <phi_j, phi_i>), zero in padding rows and columns.
@@ -87,20 +86,21 @@ def cover(
         sim.clamp_min_(0.0)
         rows = RowGather(sim, _DT)
         rel_raw = r.to(_DT) * theta_f
-        rel = sel.track(rel_raw)
-        acc = torch.zeros_like(rel_raw)  # coverage of every candidate j by the slate
         # Reduced over j, the outer axis: accumulated in candidate order, so trailing padding
         # rows (exact zeros) leave the bits as they are whatever the padded width.
         fixed_gain = sim.sum(1) if modular else None
+        if loop.wanted(trace):
+            return _cover_loop(valid, rel_raw, fixed_gain, sim, gamma_f, div_coef, cons,
+                               slate_length)  # fmt: skip
+        state = ConstraintState(cons, slate_length, _DT)
+        sel = Selector(valid, _DT, p.trace_names(trace), cons.has_caps)
+        rel = sel.track(rel_raw)
+        acc = torch.zeros_like(rel_raw)  # coverage of every candidate j by the slate
         for t in range(slate_length):
             pens = state.penalties(t)
             if fixed_gain is None:
                 # phi_t is no longer needed: its buffer holds the terms.
-                terms = workspace("buf", (b, width, width), _DT)
-                torch.add(sim, acc.unsqueeze(2), out=terms)
-                terms.pow_(gamma_f)
-                terms.sub_(acc.pow(gamma_f).unsqueeze(2))
-                gain = terms.sum(1)
+                gain = _gain(sim, acc, gamma_f, workspace("buf", (b, width, width), _DT))
             else:
                 gain = fixed_gain
             div = gain * div_coef
@@ -125,3 +125,43 @@ def cover(
 
     bytes_per_request = (2 * p.width + d) * p.width * 8
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
+
+
+def _gain(sim: Tensor, acc: Tensor, gamma: float, terms: Tensor | None = None) -> Tensor:
+    """Every candidate's coverage gain given the coverage ``acc`` (``terms``: a ``[b, Np, Np]``
+    buffer to compute in, else a fresh one)."""
+    terms = torch.add(sim, acc.unsqueeze(2), out=terms)
+    terms.pow_(gamma)
+    terms.sub_(acc.pow(gamma).unsqueeze(2))
+    return terms.sum(1)
+
+
+def _cover_loop(
+    valid: Tensor,
+    rel_raw: Tensor,
+    fixed_gain: Tensor | None,
+    sim: Tensor,
+    gamma: float,
+    div_coef: float,
+    cons: PreparedConstraints,
+    slate_length: int,
+) -> Selection:
+    """COVER's loop as one ``torch.while_loop`` (``ops/loop.py``): the coverage is carried
+    (nothing at gamma = 1, where the gain does not change)."""
+    rel = rel_raw + loop.initial_bias(valid, _DT)
+
+    def score(
+        t: Tensor, tracked: State, state: State, pens: list[Tensor], extra: Tensor | None
+    ) -> tuple[Tensor, State]:
+        gain = fixed_gain if fixed_gain is not None else _gain(sim, state[0], gamma)
+        return tracked[0] + gain * div_coef, state
+
+    def update(t: Tensor, j: Tensor, tracked: State, state: State) -> State:
+        # The rows of S+ gathered from S+ itself: a view of it made outside the loop would be
+        # a second input aliasing the first, which torch.while_loop refuses.
+        return (state[0] + RowGather(sim, _DT)(j),)
+
+    if fixed_gain is not None:
+        return loop.greedy_loop(valid, _DT, slate_length, cons, (rel,), (), score, None)[0]
+    state = (torch.zeros_like(rel_raw),)
+    return loop.greedy_loop(valid, _DT, slate_length, cons, (rel,), state, score, update)[0]

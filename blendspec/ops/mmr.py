@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from blendspec.ops import _native
+from blendspec.ops import _native, loop
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
-from blendspec.ops.constraints import ConstraintState, GreedyConstraints
+from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
+from blendspec.ops.loop import State
 
 
 def mmr(
@@ -57,8 +58,6 @@ def mmr(
     def run(sl: slice) -> Selection:
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
-        state = ConstraintState(cons, slate_length, torch.float32)
-        sel = Selector(valid, torch.float32, p.trace_names(trace), cons.has_caps)
         # The product runs in float64 and is rounded to float32 (the score's dtype): MKL's float32
         # batched product returns other bits for the same request at another padded width
         # (found by test_invariance at small d), and rounding a float64 sum hides its last bits.
@@ -67,9 +66,14 @@ def mmr(
         f64 = workspace("rows", tuple(features[sl].shape), torch.float64)
         rows = RowGather(f64.copy_(features[sl]), torch.float64)
         rel_raw = r * lam_f
-        rel = sel.track(rel_raw)
         first_raw = r if lam_f == 0.0 else rel_raw
+        if loop.wanted(trace):
+            return _mmr_loop(valid, rel_raw, first_raw, lam_f == 0.0, sim_coef, phi_t, rows,
+                             cons, slate_length)  # fmt: skip
+        sel = Selector(valid, torch.float32, p.trace_names(trace), cons.has_caps)
+        rel = sel.track(rel_raw)
         max_sim = torch.zeros_like(rel_raw)
+        state = ConstraintState(cons, slate_length, torch.float32)
         for t in range(slate_length):
             pens = state.penalties(t)
             if t == 0:
@@ -93,7 +97,7 @@ def mmr(
             state.update(t, j, sel)
             if t == slate_length - 1:
                 break
-            sim = torch.bmm(rows(j).unsqueeze(1), phi_t).squeeze(1).to(torch.float32)
+            sim = _similarity(rows, j, phi_t)
             if t == 0:
                 max_sim = sim
             else:
@@ -102,3 +106,40 @@ def mmr(
 
     bytes_per_request = d * p.width * 8
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
+
+
+def _similarity(rows: RowGather, j: Tensor, phi_t: Tensor) -> Tensor:
+    """``<phi_j, phi_i>`` for every candidate i, in float64 rounded to float32."""
+    return torch.bmm(rows(j).unsqueeze(1), phi_t).squeeze(1).to(torch.float32)
+
+
+def _mmr_loop(
+    valid: Tensor,
+    rel_raw: Tensor,
+    first_raw: Tensor,
+    by_relevance: bool,
+    sim_coef: float,
+    phi_t: Tensor,
+    rows: RowGather,
+    cons: PreparedConstraints,
+    slate_length: int,
+) -> Selection:
+    """MMR's loop as one ``torch.while_loop`` (``ops/loop.py``): the running max is carried
+    (it is the first similarity after step 0, as in the eager loop)."""
+    bias = loop.initial_bias(valid, torch.float32)
+    rel = rel_raw + bias
+    first = first_raw + bias if by_relevance else None
+
+    def score(
+        t: Tensor, tracked: State, state: State, pens: list[Tensor], extra: Tensor | None
+    ) -> tuple[Tensor, State]:
+        later = torch.add(tracked[0], state[0], alpha=-sim_coef)
+        return torch.where(t == 0, tracked[0] if first is None else first, later), state
+
+    def update(t: Tensor, j: Tensor, tracked: State, state: State) -> State:
+        sim = _similarity(rows, j, phi_t)
+        return (torch.where(t == 0, sim, torch.maximum(state[0], sim)),)
+
+    state = (torch.zeros_like(rel_raw),)
+    return loop.greedy_loop(valid, torch.float32, slate_length, cons, (rel,), state, score,
+                            update)[0]  # fmt: skip

@@ -17,11 +17,12 @@ import ctypes
 import torch
 from torch import Tensor
 
-from blendspec.ops import _native
+from blendspec.ops import _native, loop
 from blendspec.ops._common import batch_chunks, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
-from blendspec.ops.constraints import ConstraintState, GreedyConstraints
+from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
+from blendspec.ops.loop import State
 
 _DT = torch.float64
 
@@ -64,17 +65,20 @@ def msd(
     def run(sl: slice) -> Selection:
         valid, r, cons = p.chunk(sl)
         b, width = valid.shape
-        state = ConstraintState(cons, slate_length, _DT)
-        sel = Selector(valid, _DT, p.trace_names(trace), cons.has_caps)
         phi_t = workspace("buf", (b, d, width), _DT)
         load_transposed(phi_t, features[sl], valid)
         f64 = workspace("rows", tuple(features[sl].shape), _DT)
         rows = RowGather(f64.copy_(features[sl]), _DT)
         r64 = r.to(_DT)
         rel_raw = r64 * theta_f
-        rel = sel.track(rel_raw)
         # The first pick at theta = 0 is by relevance itself, not theta r_i = 0 (a tie of all).
         first_raw = r64 if theta_f == 0.0 else rel_raw
+        if loop.wanted(trace):
+            return _msd_loop(valid, rel_raw, first_raw, theta_f == 0.0, div_coef, phi_t, rows,
+                             cons, slate_length)  # fmt: skip
+        state = ConstraintState(cons, slate_length, _DT)
+        sel = Selector(valid, _DT, p.trace_names(trace), cons.has_caps)
+        rel = sel.track(rel_raw)
         distance = torch.zeros_like(rel_raw)  # sum over the slate of 1 - <phi_i, phi_s>
         for t in range(slate_length):
             pens = state.penalties(t)
@@ -100,9 +104,42 @@ def msd(
             state.update(t, j, sel)
             if t == slate_length - 1:
                 break
-            sim = torch.bmm(rows(j).unsqueeze(1), phi_t).squeeze(1)
-            distance.add_(torch.rsub(sim, 1.0))
+            distance.add_(_distances(rows, j, phi_t))
         return sel.finish()
 
     bytes_per_request = d * p.width * 8
     return run_chunks(batch_chunks(p.batch, bytes_per_request, p.width), run)
+
+
+def _distances(rows: RowGather, j: Tensor, phi_t: Tensor) -> Tensor:
+    """``1 - <phi_j, phi_i>`` for every candidate i."""
+    return torch.rsub(torch.bmm(rows(j).unsqueeze(1), phi_t).squeeze(1), 1.0)
+
+
+def _msd_loop(
+    valid: Tensor,
+    rel_raw: Tensor,
+    first_raw: Tensor,
+    by_relevance: bool,
+    div_coef: float,
+    phi_t: Tensor,
+    rows: RowGather,
+    cons: PreparedConstraints,
+    slate_length: int,
+) -> Selection:
+    """MSD's loop as one ``torch.while_loop`` (``ops/loop.py``): the distance sum is carried."""
+    bias = loop.initial_bias(valid, _DT)
+    rel = rel_raw + bias
+    first = first_raw + bias if by_relevance else None
+
+    def score(
+        t: Tensor, tracked: State, state: State, pens: list[Tensor], extra: Tensor | None
+    ) -> tuple[Tensor, State]:
+        later = tracked[0] + state[0] * div_coef
+        return torch.where(t == 0, tracked[0] if first is None else first, later), state
+
+    def update(t: Tensor, j: Tensor, tracked: State, state: State) -> State:
+        return (state[0] + _distances(rows, j, phi_t),)
+
+    state = (torch.zeros_like(rel_raw),)
+    return loop.greedy_loop(valid, _DT, slate_length, cons, (rel,), state, score, update)[0]

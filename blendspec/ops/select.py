@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from blendspec.ops import loop
 from blendspec.ops._common import batch_chunks
 from blendspec.ops._greedy import Selection, Selector, run_chunks
 from blendspec.ops._inputs import prepare
-from blendspec.ops.constraints import ConstraintState, GreedyConstraints
+from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
 from blendspec.ops.dpp import dpp
+from blendspec.ops.loop import State
 from blendspec.ops.mmr import mmr
 from blendspec.ops.ssd import ssd
 
@@ -37,6 +39,8 @@ def greedy_relevance(
 
     def run(sl: slice) -> Selection:
         valid, r, cons = p.chunk(sl)
+        if loop.wanted(trace):
+            return _relevance_loop(valid, r, cons, slate_length)
         state = ConstraintState(cons, slate_length, torch.float32)
         names = ["relevance", *state.names] if trace else None
         sel = Selector(valid, torch.float32, names)
@@ -55,3 +59,17 @@ def greedy_relevance(
         return sel.finish()
 
     return run_chunks(batch_chunks(p.batch, 0, p.width), run)
+
+
+def _relevance_loop(
+    valid: Tensor, r: Tensor, cons: PreparedConstraints, slate_length: int
+) -> Selection:
+    """``greedy_relevance``'s loop as one ``torch.while_loop`` (``ops/loop.py``)."""
+
+    def score(
+        t: Tensor, tracked: State, state: State, pens: list[Tensor], extra: Tensor | None
+    ) -> tuple[Tensor, State]:
+        return tracked[0], state
+
+    rel = r + loop.initial_bias(valid, torch.float32)
+    return loop.greedy_loop(valid, torch.float32, slate_length, cons, (rel,), (), score, None)[0]
