@@ -292,7 +292,7 @@ def _check_count(name: str, value: Any, *, minimum: int) -> None:
 # ---------------------------------------------------------------------------------- diversify
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no truth value: compare the fields yourself
 class Diversified:
     """One request's diversified slate: ``indices`` (int64, into the request's candidates, in
     slate order) and ``scores`` (float32, the score each greedy step maximised: relevance and
