@@ -165,6 +165,9 @@ def test_folders_are_walked_with_the_diff_git_rule(tmp_path: Path) -> None:
     validated = blend("validate", tmp_path / "specs")
     assert validated.exit_code == 0, validated.output
     assert validated.output.count("ok ") == 2
+    # A folder git ignores is read when it is named itself.
+    asked = blend("validate", tmp_path / "build")
+    assert asked.exit_code == 1 and "E001" in asked.output
 
 
 def test_folders_outside_git_skip_hidden_folders(tmp_path: Path) -> None:

@@ -83,8 +83,8 @@ def spec_files_under(folder: Path) -> list[Path]:
 
 def _candidate_files(folder: Path) -> Iterable[Path]:
     """Every file below `folder` that git does not ignore: in a work tree, those git lists as
-    tracked or untracked-and-not-ignored (what `diff --git` compares); elsewhere, a walk that
-    skips hidden folders (`.git`, `.venv`, …)."""
+    tracked or untracked-and-not-ignored (what `diff --git` compares); elsewhere, or in a folder
+    git ignores as a whole, a walk that skips hidden folders (`.git`, `.venv`, …)."""
     import subprocess
 
     try:
@@ -98,12 +98,26 @@ def _candidate_files(folder: Path) -> Iterable[Path]:
         done = None
     if done is not None and done.returncode == 0:
         names = sorted({n for n in done.stdout.decode("utf-8", "surrogateescape").split("\0") if n})
-        return [folder / n for n in names if (folder / n).is_file()]
+        if names or not _ignored_by_git(folder):
+            return [folder / n for n in names if (folder / n).is_file()]
+        # A folder git ignores, named on the command line: its files are what was asked for.
     files = []
     for root, folders, names in os.walk(folder):
         folders[:] = sorted(f for f in folders if not f.startswith("."))
         files += [Path(root) / n for n in names]
     return files
+
+
+def _ignored_by_git(folder: Path) -> bool:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "check-ignore", "-q", "."], cwd=folder, capture_output=True, check=False
+        )
+    except OSError:
+        return False
+    return done.returncode == 0
 
 
 # ---------------------------------------------------------------- reading stdin
