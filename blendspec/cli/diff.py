@@ -1,7 +1,8 @@
-"""`blend diff`: the command. The semantic diff, the impact on a dump and git pairing live in
-blendspec.review; this module turns their errors into messages and exit codes.
+"""`blend diff`: the command. The semantic diff, the impact on a dump, the estimated outcome
+from logs and git pairing live in blendspec.review; this module turns their errors into messages
+and exit codes.
 
-Without --candidates nothing here imports torch or the operators (the impact does, lazily).
+Without --candidates or --logs nothing here imports torch or the operators (they do, lazily).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,7 +22,8 @@ from blendspec.spec.loader import LoadedSpec, load_source, load_spec
 from blendspec.spec.syntax import syntax_of
 
 if TYPE_CHECKING:
-    from blendspec.review.changes import DiffReport, Impact, SpecDiff
+    from blendspec.review.changes import DiffReport, Impact, Outcome, SpecDiff
+    from blendspec.review.outcome import RequestLogs
 
 
 class DiffFormat(StrEnum):
@@ -34,6 +36,7 @@ class DiffFormat(StrEnum):
 class FailOn(StrEnum):
     breaking = "breaking"
     behavioural = "behavioural"
+    worse = "worse"
 
 
 class _Failure(Exception):
@@ -91,6 +94,60 @@ def _impact(
             raise _Failure from None
 
 
+class _Outcomes:
+    """`--logs`: the logs read once for every pair, each pair's outcome estimated with a
+    progress bar on stderr (hidden when stderr is not a terminal)."""
+
+    def __init__(
+        self,
+        path: Path,
+        reward: str | None,
+        estimators: Sequence[str],
+        min_effective: float,
+        seed: int,
+    ) -> None:
+        self.path, self.reward, self.estimators = path, reward, estimators
+        self.min_effective, self.seed = min_effective, seed
+        self.logs: RequestLogs | None = None
+        self.models: dict[Any, Any] = {}  # DR models, shared by the pairs of a --git diff
+
+    def __call__(self, old: LoadedSpec, new: LoadedSpec, diff: SpecDiff) -> Outcome:
+        from blendspec.io.console import progress_bar
+        from blendspec.review.outcome import (
+            LogsError,
+            OutcomeUsageError,
+            compute_outcome,
+            read_logs,
+        )
+
+        console = stderr_console()
+        try:
+            if self.logs is None:
+                self.logs = read_logs(self.path)
+            with progress_bar(console) as bar:
+                tasks: dict[str, Any] = {}
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(stage, total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                return compute_outcome(
+                    old, new, diff.changes, self.logs, reward=self.reward,
+                    estimators=self.estimators, min_effective=self.min_effective,
+                    seed=self.seed, progress=progress, cache=self.models,
+                )  # fmt: skip
+        except (LogsError, OutcomeUsageError) as error:
+            from rich.markup import escape
+
+            console.print(f"[bold red]error[/bold red]: {escape(str(error))}")
+            raise _Failure from None
+
+
+def _estimator_list(text: str) -> list[str]:
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
 def diff_command(
     old: Annotated[
         Path | None,
@@ -119,11 +176,12 @@ def diff_command(
         bool, typer.Option("--exit-code", help="Exit 1 if there is any change at all.")
     ] = False,
     fail_on: Annotated[
-        FailOn | None,
+        list[FailOn] | None,
         typer.Option(
             "--fail-on",
             help="Exit 1 only for changes this serious: breaking, or behavioural (which "
-            "includes breaking).",
+            "includes breaking); worse: when the estimated outcome (--logs) is worse at 95%. "
+            "Repeatable.",
         ),
     ] = None,
     git: Annotated[
@@ -138,6 +196,31 @@ def diff_command(
         int, typer.Option(min=0, help="How many of the most-changed requests to list.")
     ] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
+    logs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Request-level logs (Parquet: action, propensity, state and outcome columns): "
+            "estimate the change's effect on the reward off-policy."
+        ),
+    ] = None,
+    reward: Annotated[
+        str | None,
+        typer.Option(help="With --logs: the reward to estimate (default: the policy's)."),
+    ] = None,
+    estimators: Annotated[
+        str,
+        typer.Option(
+            help="With --logs: comma-separated estimators, the first one primary (snips, dr, ips)."
+        ),
+    ] = "snips,dr",
+    min_effective_n: Annotated[
+        float,
+        typer.Option(
+            "--min-effective-n",
+            min=1,
+            help="With --logs: refuse an estimate resting on fewer effective requests.",
+        ),
+    ] = 30,
 ) -> None:
     """Semantic diff of two specs (or of the working tree against a git revision): what changed
     in meaning, how serious it is, and, with --candidates, what it does to real slates."""
@@ -150,7 +233,17 @@ def diff_command(
 
     console = stderr_console()
     given = [p for p in (old, new, *(paths or [])) if p is not None]
-    fail = Severity(fail_on.value) if fail_on is not None else None
+    levels = [Severity(f.value) for f in fail_on or [] if f is not FailOn.worse]
+    fail = min(levels, key=lambda s: s.rank) if levels else None
+    fail_worse = FailOn.worse in (fail_on or [])
+    if fail_worse and logs is None:
+        console.print("error: --fail-on worse needs --logs (the estimated outcome)")
+        raise typer.Exit(EXIT_USAGE)
+    outcome_for = (
+        _Outcomes(logs, reward, _estimator_list(estimators), min_effective_n, seed)
+        if logs is not None
+        else None
+    )
 
     def impact_for(a: LoadedSpec, b: LoadedSpec, renames: Mapping[str, str]) -> Impact:
         assert candidates is not None
@@ -165,9 +258,11 @@ def diff_command(
                 )
                 raise typer.Exit(EXIT_USAGE)
             loaded = (_load(given[0]), _load(given[1]))
-            report = build_report([loaded], impact_for=impact_for if candidates else None)
+            report = build_report(
+                [loaded], impact_for=impact_for if candidates else None, outcome_for=outcome_for
+            )
         else:
-            report = _git_report(git, given, candidates, impact_for)
+            report = _git_report(git, given, candidates, impact_for, outcome_for)
     except _Failure:
         raise typer.Exit(EXIT_USAGE) from None
     except GitError as error:
@@ -176,7 +271,8 @@ def diff_command(
     color = output is DiffFormat.text and _stdout_is_colored()
     sys.stdout.write(render(report, output.value, color=color))
     sys.stdout.flush()
-    raise typer.Exit(EXIT_FAILED if report.fails(exit_code=exit_code, fail_on=fail) else EXIT_OK)
+    failed = report.fails(exit_code=exit_code, fail_on=fail) or (fail_worse and report.worse())
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def _stdout_is_colored() -> bool:
@@ -191,17 +287,24 @@ def _git_report(
     paths: Sequence[Path],
     candidates: Path | None,
     impact_for: Callable[[LoadedSpec, LoadedSpec, Mapping[str, str]], Impact],
+    outcome_for: Callable[[LoadedSpec, LoadedSpec, SpecDiff], Outcome] | None = None,
 ) -> DiffReport:
+    import tempfile
+
     from blendspec.review.git import display_path, file_event, git_pairs
     from blendspec.review.report import build_report
 
     items: list[tuple[LoadedSpec, LoadedSpec] | SpecDiff] = []
+    files = tempfile.TemporaryDirectory(prefix="blend-diff-")
     for pair in git_pairs(rev, paths):
         label = f"{rev}:{pair.path}"
         if pair.status == "modified":
             assert pair.old_text is not None and pair.new_path is not None
             new = _load(Path(display_path(pair.new_path)))
-            items.append((_load_revision(pair.old_text, label, pair.new_path), new))
+            before = _load_revision(pair.old_text, label, pair.new_path)
+            if outcome_for is not None or candidates is not None:
+                before = _revision_policy(before, rev, pair.path, Path(files.name))
+            items.append((before, new))
         elif pair.status == "added":
             assert pair.new_path is not None
             items.append(file_event(pair, rev, _load(Path(display_path(pair.new_path)))))
@@ -212,7 +315,32 @@ def _git_report(
             except SpecError:
                 before = None  # a deleted spec is reported even if it no longer loads
             items.append(file_event(pair, rev, before))
-    return build_report(items, impact_for=impact_for if candidates else None)
+    with files:
+        return build_report(
+            items, impact_for=impact_for if candidates else None, outcome_for=outcome_for
+        )
+
+
+def _revision_policy(loaded: LoadedSpec, rev: str, spec_path: str, folder: Path) -> LoadedSpec:
+    """The spec at `rev` with the policy file it names as it was at `rev` (a retrained policy
+    at the same path is what a pull request changes), copied under `folder`. A file git does
+    not have at `rev` stays missing there, so using it fails with a message naming it."""
+    import dataclasses
+    import posixpath
+
+    from blendspec.review.git import revision_bytes
+
+    policy = loaded.spec.policy
+    where = folder / f"{len(list(folder.iterdir()))}" / Path(spec_path).name
+    where.parent.mkdir(parents=True)
+    if policy is not None and policy.file is not None and not Path(policy.file).is_absolute():
+        tracked = posixpath.normpath(posixpath.join(posixpath.dirname(spec_path), policy.file))
+        data = revision_bytes(rev, tracked)
+        target = (where.parent / policy.file).resolve()
+        if data is not None and target.is_relative_to(where.parent.resolve()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return dataclasses.replace(loaded, path=where)
 
 
 def _load_revision_quietly(text: str, name: str, path: str) -> LoadedSpec:

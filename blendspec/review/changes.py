@@ -89,6 +89,7 @@ class SpecDiff:
     status: str = "modified"  # modified | added | deleted
     impact: Impact | None = None
     deleted_path: str | None = None  # a deleted spec's path, for annotations
+    outcome: Outcome | None = None  # `--logs`: the estimated effect on the reward
 
     @property
     def annotated_file(self) -> str:
@@ -119,6 +120,10 @@ class DiffReport:
 
     def count(self, severity: Severity) -> int:
         return sum(f.count(severity) for f in self.files)
+
+    def worse(self) -> bool:
+        """Some file's estimated outcome is worse at 95% (`--fail-on worse`)."""
+        return any(f.outcome is not None and f.outcome.verdict == WORSE for f in self.files)
 
     def fails(self, *, exit_code: bool, fail_on: Severity | None) -> bool:
         """The exit-code contract: any change with --exit-code; changes at least `fail_on` else."""
@@ -243,4 +248,102 @@ class Impact:
             "metrics": [m.to_json() for m in self.metrics],
             "most_changed": [r.to_json() for r in self.most_changed],
             "bootstrap": {"resamples": self.resamples, "seed": self.seed, "interval": 0.95},
+        }
+
+
+# ---------------------------------------------------------------- estimated outcome (--logs)
+
+BETTER = "better"
+WORSE = "worse"
+NO_CHANGE = "no detectable change"
+
+
+@dataclass(frozen=True)
+class OutcomeEstimate:
+    """One estimator's value of the old and the new spec (mean reward per logged request) and
+    of their paired difference new − old, each with its 95% bootstrap interval."""
+
+    estimator: str  # as printed: SNIPS, DR, IPS
+    old: float
+    old_low: float
+    old_high: float
+    new: float
+    new_low: float
+    new_high: float
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        """better / worse when the interval of the difference excludes 0, else no change."""
+        if math.isfinite(self.low) and self.low > 0:
+            return BETTER
+        if math.isfinite(self.high) and self.high < 0:
+            return WORSE
+        return NO_CHANGE
+
+    def to_json(self) -> dict[str, Any]:
+        def side(value: float, low: float, high: float) -> dict[str, Any]:
+            return {"value": round_json(value), "ci95": [round_json(low), round_json(high)]}
+
+        return {
+            "estimator": self.estimator.lower(),
+            "old": side(self.old, self.old_low, self.old_high),
+            "new": side(self.new, self.new_low, self.new_high),
+            "difference": side(self.difference, self.low, self.high),
+            "verdict": self.verdict,
+        }
+
+
+@dataclass
+class Outcome:
+    """`blend diff --logs`: both specs' estimated reward and the difference, or why the logs
+    cannot say (`not_estimable`). The first estimator is the primary one (verdict, --fail-on)."""
+
+    logs: str
+    reward: str | None
+    requests: int  # logged requests the estimate rests on
+    estimators: list[str]  # asked for, in order (lower case)
+    min_effective: float = 30
+    resamples: int = 1000
+    seed: int = 0
+    estimates: list[OutcomeEstimate] = field(default_factory=list)
+    effective_old: float | None = None
+    effective_new: float | None = None
+    not_estimable: str | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def primary(self) -> OutcomeEstimate | None:
+        return self.estimates[0] if self.estimates and self.not_estimable is None else None
+
+    @property
+    def verdict(self) -> str | None:
+        primary = self.primary
+        return primary.verdict if primary is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        primary = self.primary
+        return {
+            "logs": self.logs,
+            "reward": self.reward,
+            "requests": self.requests,
+            "effective_n": {
+                "old": round_json(self.effective_old),
+                "new": round_json(self.effective_new),
+            },
+            "min_effective_n": round_json(self.min_effective),
+            "primary": primary.estimator.lower() if primary else None,
+            "verdict": self.verdict,
+            "estimates": [e.to_json() for e in self.estimates] if primary else [],
+            "not_estimable": self.not_estimable,
+            "notes": list(self.notes),
+            "bootstrap": {
+                "resamples": self.resamples,
+                "seed": self.seed,
+                "interval": 0.95,
+                "paired": True,
+            },
         }

@@ -89,6 +89,20 @@ def git_pairs(rev: str, paths: Sequence[Path], cwd: Path | None = None) -> list[
     return pairs
 
 
+def revision_bytes(rev: str, path: str, cwd: Path | None = None) -> bytes | None:
+    """A file's bytes at a revision (`git show REV:path`, path from the repository's top), or
+    None when git does not have it there."""
+    cwd = Path(cwd or Path.cwd())
+    top = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
+    try:
+        done = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=top, capture_output=True, check=False
+        )
+    except OSError:
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def display_path(path: Path) -> str:
     """A path relative to the current directory when it is below it."""
     try:

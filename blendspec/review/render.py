@@ -16,10 +16,13 @@ from typing import Any
 
 from blendspec.review.changes import (
     DIFF_FORMAT_VERSION,
+    NO_CHANGE,
     SEVERITIES,
+    WORSE,
     Change,
     DiffReport,
     Impact,
+    Outcome,
     Severity,
     SpecDiff,
 )
@@ -147,6 +150,10 @@ def render_text(report: DiffReport, *, color: bool = False) -> str:
             console.print()
             for line in _impact_text(diff.impact):
                 console.print(escape(line))
+        if diff.outcome is not None:
+            console.print()
+            for line in _outcome_text(diff.outcome):
+                console.print(escape(line))
     if len(report.files) > 1:
         console.print()
         console.print(f"[bold]total[/bold]: {escape(_summary(_counts(report)))}")
@@ -231,6 +238,63 @@ def _impact_text(impact: Impact) -> list[str]:
     return lines
 
 
+def _interval(low: float, high: float, sign: bool = False) -> str:
+    show = signed if sign else num
+    return f"[{show(low)}, {show(high)}]"
+
+
+def _effective(outcome: Outcome) -> str:
+    return (
+        f"old {_whole(outcome.effective_old)}, new {_whole(outcome.effective_new)} "
+        f"of {outcome.requests:,} (floor {_whole(outcome.min_effective)})"
+    )
+
+
+def _whole(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None and math.isfinite(value) else "n/a"
+
+
+def _verdict_line(outcome: Outcome) -> str:
+    primary = outcome.primary
+    assert primary is not None
+    verdict = primary.verdict
+    if verdict == NO_CHANGE:
+        return f"verdict ({primary.estimator}): no detectable change at 95%"
+    return f"verdict ({primary.estimator}): {verdict} at 95%"
+
+
+def _outcome_title(outcome: Outcome) -> str:
+    reward = f"reward `{outcome.reward}`" if outcome.reward else "reward"
+    return f"estimated outcome ({reward} per request) from {outcome.requests:,} logged requests"
+
+
+def _outcome_text(outcome: Outcome) -> list[str]:
+    if outcome.not_estimable is not None:
+        lines = [f"estimated outcome from {outcome.logs}: not estimable: {outcome.not_estimable}"]
+        return lines + [f"  note: {note}" for note in outcome.notes]
+    lines = [f"{_outcome_title(outcome)} of {outcome.logs}"]
+    rows = [["estimator", "old", "95% interval", "new", "95% interval", "Δ = new - old",
+             "95% interval", ""]]  # fmt: skip
+    for e in outcome.estimates:
+        rows.append(
+            [
+                e.estimator,
+                num(e.old),
+                _interval(e.old_low, e.old_high),
+                num(e.new),
+                _interval(e.new_low, e.new_high),
+                signed(e.difference),
+                _interval(e.low, e.high, sign=True),
+                "*" if e.verdict != NO_CHANGE else "",
+            ]
+        )
+    lines += _table(rows, {1, 3, 5})
+    lines.append(f"  effective n: {_effective(outcome)}")
+    lines.append(f"  {_verdict_line(outcome)}")
+    lines += [f"  note: {note}" for note in outcome.notes]
+    return lines
+
+
 # ---------------------------------------------------------------- JSON
 
 
@@ -252,12 +316,22 @@ def render_json(report: DiffReport) -> str:
                 "spec": {"old": diff.old_name, "new": diff.new_name},
                 "summary": {s.value: diff.count(s) for s in SEVERITIES},
                 "changes": [c.to_json() for c in diff.changes],
-                "impact": diff.impact.to_json() if diff.impact is not None else None,
+                "impact": _impact_json(diff),
             }
             for diff in report.files
         ],
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _impact_json(diff: SpecDiff) -> dict[str, Any] | None:
+    """`impact`: the slates' (--candidates) and `outcome` (--logs); null with neither."""
+    if diff.impact is None and diff.outcome is None:
+        return None
+    data = diff.impact.to_json() if diff.impact is not None else {}
+    if diff.outcome is not None:
+        data["outcome"] = diff.outcome.to_json()
+    return data
 
 
 # ---------------------------------------------------------------- Markdown
@@ -302,7 +376,40 @@ def render_markdown(report: DiffReport) -> str:
                 )
         if diff.impact is not None:
             out += _impact_markdown(diff.impact)
+        if diff.outcome is not None:
+            out += _outcome_markdown(diff.outcome)
     return "\n".join(out) + "\n"
+
+
+def _outcome_markdown(outcome: Outcome) -> list[str]:
+    reward = f"`{_md(outcome.reward)}`" if outcome.reward else "the reward"
+    out = ["", f"#### Estimated outcome: {reward} per request", ""]
+    if outcome.not_estimable is not None:
+        out.append(f"**Not estimable** from `{_md(outcome.logs)}`: {_md(outcome.not_estimable)}")
+        if outcome.notes:
+            out += ["", *[f"_{_md(note)}_" for note in outcome.notes]]
+        return out
+    out += [
+        f"_{outcome.requests:,} logged requests of `{_md(outcome.logs)}`; effective n "
+        f"{_md(_effective(outcome))}; paired bootstrap over requests, "
+        f"{outcome.resamples:,} resamples_",
+        "",
+        "| estimator | old (95% CI) | new (95% CI) | Δ new − old (95% CI) | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for e in outcome.estimates:
+        delta = f"{signed(e.difference)} {_interval(e.low, e.high, sign=True)}"
+        if e.verdict != NO_CHANGE:
+            delta = f"**{delta}**"
+        out.append(
+            f"| {e.estimator} | {num(e.old)} {_interval(e.old_low, e.old_high)} "
+            f"| {num(e.new)} {_interval(e.new_low, e.new_high)} | {delta} | {e.verdict} |"
+        )
+    verdict = _verdict_line(outcome)
+    out += ["", f"**{_md(verdict[:1].upper() + verdict[1:])}.**"]
+    if outcome.notes:
+        out += ["", *[f"_{_md(note)}_" for note in outcome.notes]]
+    return out
 
 
 def _impact_markdown(impact: Impact) -> list[str]:
@@ -400,4 +507,24 @@ def render_github(report: DiffReport) -> str:
                 )
             props = f"file={_escape_property(file)},title=blend diff impact"
             out.append(f"::notice {props}::{_escape_data(message)}")
+        if diff.outcome is not None:
+            out.append(_outcome_github(diff.outcome, file))
     return "".join(line + "\n" for line in out)
+
+
+def _outcome_github(outcome: Outcome, file: str) -> str:
+    """One annotation: a warning when the primary estimator says worse, else a notice."""
+    props = f"file={_escape_property(file)},title=blend diff outcome"
+    primary = outcome.primary
+    if primary is None:
+        message = f"estimated outcome not estimable: {outcome.not_estimable}"
+        return f"::notice {props}::{_escape_data(message)}"
+    message = (
+        f"{_verdict_line(outcome)}: {outcome.reward} per request {num(primary.old)} → "
+        f"{num(primary.new)}, Δ {signed(primary.difference)} "
+        f"{_interval(primary.low, primary.high, sign=True)} "
+        f"(effective n: old {_whole(outcome.effective_old)}, new "
+        f"{_whole(outcome.effective_new)} of {outcome.requests:,} logged requests)"
+    )
+    level = "warning" if primary.verdict == WORSE else "notice"
+    return f"::{level} {props}::{_escape_data(message)}"
