@@ -162,6 +162,10 @@ def test_run_page_tables_are_the_terminal_table(tmp_path: Path) -> None:
     on_page = table_rows(page.read_text(encoding="utf-8"))
     missing = [r for r in printed if r not in on_page]
     assert not missing, f"terminal rows missing from the page: {missing}"
+    # `blend run --report` builds its collector with the spec's spacing windows: the gap
+    # histogram of `blocked` (window 3) has its window shaded and labelled.
+    text = page.read_text(encoding="utf-8").replace("\\u2264", "≤")  # plotly's JSON escapes it
+    assert "spacing window: gap ≤ 3 penalised" in html.unescape(text)
 
 
 def test_policy_page_tables_hold_the_terminal_numbers() -> None:

@@ -110,8 +110,7 @@ def run(
 def _collector(runner: Runner):  # type: ignore[no-untyped-def]
     from blendspec.engine.report import ReportCollector
 
-    columns = runner.metric_columns
-    return ReportCollector(runner.spec.slate.length, columns.flags, columns.embedding)
+    return ReportCollector.for_runner(runner)  # with each set's spacing window, for the charts
 
 
 def write_metrics(path: Path, summary: RunSummary) -> None:
