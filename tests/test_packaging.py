@@ -25,6 +25,14 @@ def test_wheel_contents_and_use_without_checkout(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     assert "cli.py" not in top_level and "cli" not in top_level
     assert not any(name.startswith(("tests/", "specs/")) for name in names)
+    # Every subpackage of the checkout ships (pyproject lists them by hand), and the docs the
+    # schema's descriptions and the language server's hovers are read from.
+    packages = {
+        str(init.parent.relative_to(REPO)) for init in (REPO / "blendspec").rglob("__init__.py")
+    }
+    missing = sorted(p for p in packages if f"{p}/__init__.py" not in names)
+    assert not missing, f"subpackages missing from the wheel (pyproject packages): {missing}"
+    assert "blendspec/docs/language.md" in names
 
     target = tmp_path / "site"
     subprocess.run(
