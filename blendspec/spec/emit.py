@@ -245,10 +245,23 @@ def _as_written(value: Any, path: PathKey) -> Any:
                 return node.value  # YAML `.nan`: the one constant no formula text can say
             return FormulaText(fold_calls(node, _LooseFormat()))
     if isinstance(value, dict):
-        return {k: _as_written(v, (*path, k)) for k, v in value.items()}
+        return {_written_key(k): _as_written(v, (*path, k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_as_written(v, (*path, i)) for i, v in enumerate(value)]
+    if isinstance(value, float) and math.isfinite(value):
+        return WrittenFloat(value)
     return value
+
+
+def _written_key(key: Any) -> Any:
+    return WrittenFloat(key) if isinstance(key, float) and math.isfinite(key) else key
+
+
+class WrittenFloat(float):
+    """A float of a value that did not validate, printed so that it reads back as a float
+    (`1.0`, not `1`): a validation message may name its type."""
+
+    __slots__ = ()
 
 
 def _expr_node(value: Any) -> Expr | None:
@@ -293,6 +306,8 @@ class _LooseFormat(_Format):
 
 def _number_text(value: float | int) -> str:
     """A number as the DSL and formulas read it back, infinities included (`1e999`)."""
+    if isinstance(value, WrittenFloat):
+        return repr(float(value))
     if isinstance(value, float) and math.isinf(value):
         return "1e999" if value > 0 else "-1e999"
     if isinstance(value, float) and math.isnan(value):
@@ -518,7 +533,7 @@ def _yaml_scalar(value: Any, *, flow: bool = False) -> str:
         return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
     if not isinstance(value, int | float):  # a YAML date or binary, in a spec that is invalid
         return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-    text = format_number(value)
+    text = repr(float(value)) if isinstance(value, WrittenFloat) else format_number(value)
     if "e" in text and "." not in text:
         # YAML 1.1 (PyYAML, most editors) reads `1e-06` as text; `1.0e-06` is a float everywhere.
         mantissa, exponent = text.split("e")
