@@ -15,11 +15,13 @@ import and app cost about as much as the validation (benchmarks/bench_validate.p
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import importlib
 import os
+import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import typer
@@ -51,14 +53,19 @@ def _build_app() -> typer.Typer:
 
     from blendspec.cli import diff, explain, export, lsp, policy, run, spec
     from blendspec.cli.common import writes_files
+    from blendspec.cli.options import root_options
 
     app = typer.Typer(
         name="blend",
         help="Declare, validate, compile and run the blending layer of a recommender.",
         no_args_is_help=True,
-        add_completion=False,
+        # --install-completion / --show-completion: typer's, for bash, zsh, fish, PowerShell.
+        add_completion=True,
         pretty_exceptions_enable=False,
+        # -h as well as --help, on every command (click hands it down to subcommands).
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
+    app.callback()(root_options)
     # The order here is the order of `blend --help`.
     app.command()(spec.validate)
     app.command()(spec.fmt)
@@ -72,7 +79,31 @@ def _build_app() -> typer.Typer:
     app.command("explain")(explain.explain_command)
     app.command("export")(writes_files(export.export_command))
     app.command("lsp")(lsp.lsp)
+    _reflow_help(app)
     return app
+
+
+def _reflow_help(app: typer.Typer) -> None:
+    """Help texts that wrap where the terminal ends, not where the docstring's lines did.
+
+    Typer's rich help keeps a docstring's single line breaks in a command's line of its group's
+    list and in every paragraph after the first of its own help, so a sentence written over two
+    source lines broke in the middle there. Each command's help becomes its docstring with the
+    lines of each paragraph joined (paragraphs stay apart; a paragraph marked ``\\b``, click's
+    "keep as is", is kept), and its line in the list the first paragraph.
+    """
+    import inspect
+
+    for info in app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        paragraphs = [p if p.startswith("\b") else " ".join(p.split()) for p in text.split("\n\n")]
+        if text:
+            info.help = "\n\n".join(paragraphs)
+        if info.short_help is None and text:
+            info.short_help = paragraphs[0]
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
 
 
 def _app() -> typer.Typer:
@@ -105,6 +136,11 @@ def _start(args: list[str]) -> int | typer.Typer:
     command runs with the collector as it found it. After a plain validate, the process ends with
     the heap frozen (:func:`_freeze_at_exit`).
     """
+    if args in (["--version"], ["-V"]):  # scripts ask; no need to build the app to answer
+        from blendspec.cli.version import version_line
+
+        sys.stdout.write(version_line())
+        return 0
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -136,21 +172,51 @@ def _freeze_at_exit() -> None:
         _freezing_at_exit = True
 
 
+_interrupted = False
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: remember it, then interrupt as Python does (KeyboardInterrupt), so the work in
+    progress unwinds: atomic writes drop their temporary files, bars clear."""
+    global _interrupted
+    _interrupted = True
+    signal.default_int_handler(signum, frame)  # type: ignore[arg-type]
+
+
+def _interrupt() -> NoReturn:
+    # Not through rich: the interrupted work may have left a live display's lock taken.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+    sys.exit(130)
+
+
 def main() -> None:
-    """Console-script entry: user errors are diagnostics, anything else an internal error (exit 2)."""
+    """Console-script entry: user errors are diagnostics, anything else an internal error (exit 2).
+
+    Ctrl-C prints "interrupted" and exits 130 (128 + SIGINT, what a shell reports for a command
+    the signal stopped), from the typer app too: click would end it silently with 130, or
+    "Aborted!" and 1.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Only Python's own handler is replaced: a SIGINT ignored by the launcher stays ignored.
+        # (Off the main thread, where signals cannot be handled, Python's stays.)
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app = _start(sys.argv[1:])
         if isinstance(app, int):
             sys.exit(app)
         app()  # standalone: click turns usage errors into exit 2 and typer.Exit into its code
     except SystemExit:
+        if _interrupted:
+            _interrupt()
         raise
     except KeyboardInterrupt:
-        from blendspec.io.console import stderr_console
-
-        stderr_console().print("interrupted")
-        sys.exit(130)
+        _interrupt()
     except Exception as error:  # the last line of defence against a traceback
+        if _interrupted:  # a library turned the KeyboardInterrupt into an error of its own
+            _interrupt()
         if os.environ.get("BLENDSPEC_DEBUG"):
             raise
         from rich.markup import escape

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from blendspec.cli.common import EXIT_FAILED, EXIT_USAGE, fail, load_or_exit
+from blendspec.cli.options import Quiet
 from blendspec.io.console import stderr_console, stdout_console
 
 
@@ -40,6 +41,7 @@ def explain_command(
     output: Annotated[
         ExplainFormat, typer.Option("--format", help="text (a table) or json")
     ] = ExplainFormat.text,
+    quiet: Quiet = False,
 ) -> None:
     """Why each item of one request's slate landed where it did: every position's score split
     into relevance (and the utility's weight × objective parts), diversity and penalties, caps,
@@ -64,7 +66,7 @@ def explain_command(
         if candidates is None:
             from blendspec.io.sample import sample_dump
 
-            console = stderr_console()
+            console = stderr_console(quiet=quiet)
             candidates = sample_dump(loaded.spec, progress=console.print)
         traced = trace_request(loaded, candidates, request)
         result: Explanation | Why = explain(traced, top) if why_id is None else why(traced, why_id)

@@ -18,6 +18,7 @@ from blendspec.cli.common import (
     load_or_exit,
     policy_input,
 )
+from blendspec.cli.options import Quiet
 from blendspec.io.console import stderr_console, stdout_console
 
 
@@ -49,6 +50,7 @@ def export_command(
             case_sensitive=False,
         ),
     ] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Export the compiled spec as one torch.export artifact a model server loads with torch alone
     (with --aot: an AOTInductor package)."""
@@ -64,7 +66,8 @@ def export_command(
     guard_outputs([("spec", spec), policy_input(loaded)], [("--output", output)])
     target = (isa or Isa.native).value
     try:
-        with _Stages(stderr_console(), escape(str(spec))) as tell:
+        stages_total = len(_AOT_STAGES) if aot else len(_PLAIN_STAGES)
+        with _Stages(stderr_console(quiet=quiet), escape(spec.name), stages_total) as tell:
             result = export_spec(loaded, output, aot=aot, isa=target, progress=tell)
     except ExportError as error:
         if error.internal and os.environ.get("BLENDSPEC_DEBUG"):
@@ -95,21 +98,32 @@ def export_command(
     )
 
 
-class _Stages:
-    """A spinner on stderr naming the stage in progress, with the time spent in it (hidden when
-    stderr is not a terminal, like the other progress displays)."""
+_PLAIN_STAGES = ("exporting",)
+_AOT_STAGES = ("exporting", "compiling with AOTInductor", "packaging")
+"""The stages `export_spec` tells, in order: each is one opaque call into torch (tracing, the
+C++ compile), so the display counts stages and times the one in progress instead of a rate."""
 
-    def __init__(self, console, spec: str) -> None:  # type: ignore[no-untyped-def]
+
+class _Stages:
+    """A spinner on stderr naming the stage in progress and its place among the stages, with the
+    time spent in it (hidden when stderr is not a terminal or with --quiet, like the other
+    progress displays); the summary line gives every stage's time at the end."""
+
+    def __init__(self, console, spec: str, total: int) -> None:  # type: ignore[no-untyped-def]
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        from blendspec.io.console import shows_progress
+
         self.spec = spec
+        self.total = total
+        self.done = 0
         self.progress = Progress(
             SpinnerColumn(),
+            TimeElapsedColumn(),  # before the text, which a narrow terminal cuts
             TextColumn("{task.description}"),
-            TimeElapsedColumn(),
             console=console,
             transient=True,
-            disable=not console.is_terminal,
+            disable=not shows_progress(console),
         )
         self.task = None
         self.started = time.perf_counter()
@@ -124,7 +138,10 @@ class _Stages:
             "compiling with AOTInductor": "C++, tens of seconds",
             "packaging": "writing the .pt2",
         }
-        text = f"{stage} {self.spec} ({hints.get(stage, '')}) …"
+        self.done += 1
+        hint = hints.get(stage)
+        place = f"stage {self.done}/{max(self.total, self.done)}"
+        text = f"{place}: {stage} {self.spec}{f' ({hint})' if hint else ''} …"
         if self.task is not None:
             self.progress.update(self.task, completed=1, visible=False)
         self.task = self.progress.add_task(text, total=1)

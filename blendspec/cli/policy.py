@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -22,7 +23,11 @@ from blendspec.cli.common import (
     write_atomic,
     writes_files,
 )
-from blendspec.io.console import stdout_console
+from blendspec.cli.options import Quiet
+from blendspec.io.console import advancer, progress_bar, stderr_console, stdout_console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 app = typer.Typer(help="DRL-PUT: learn per-request utility weights from logs.")
 
@@ -45,15 +50,20 @@ def policy_train(
     reward: Annotated[
         str | None, typer.Option(help="Reward to learn (default: the policy's).")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 40,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Most epochs (training stops early when it stalls).")
+    ] = 40,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the split, the batches and the weights' start.")
+    ] = 0,
     nproc: Annotated[
         int, typer.Option(min=1, help="Train with DistributedDataParallel in N local processes.")
     ] = 1,
+    quiet: Quiet = False,
 ) -> None:
     """Train a policy from logs; prints its off-policy validation estimates.
 
-    Under torchrun (``torchrun --nproc-per-node 2 -m blendspec -- policy train ...``) the
+    Under torchrun (`torchrun --nproc-per-node 2 -m blendspec -- policy train ...`) the
     processes train together and only rank 0 writes the policy file and prints.
     """
     from blendspec.policy.ddp import torchrun_rank
@@ -65,12 +75,26 @@ def policy_train(
     loaded = load_or_exit(spec)
     if not loaded.spec.policy_weights:
         fail(f"{spec} has no policy weights to learn", EXIT_FAILED)
+    launched = torchrun_rank()
+    # Under torchrun every rank runs this command; rank 0 speaks for them.
+    console = stderr_console(quiet=quiet or (launched is not None and launched[0] != 0))
+    in_workers = nproc > 1 or launched is not None  # the epochs run where no callback reaches
     try:
         config = TrainConfig(method=method.value, epochs=epochs, seed=seed, nproc=nproc)
-        result = train_policy(loaded.spec, str(logs), reward, config=config)
+        with progress_bar(console) as bar:
+            what = f"training {escape(loaded.spec.name)} ({method.value})"
+            if in_workers:
+                what += f" in {launched[1] if launched is not None else nproc} processes"
+            task = bar.add_task(what, total=None if in_workers else epochs, unit="epochs")
+            result = train_policy(
+                loaded.spec,
+                str(logs),
+                reward,
+                config=config,
+                progress=None if in_workers else _epoch_progress(bar, task, what),
+            )
     except (ValueError, KeyError, OSError) as error:
         fail(f"cannot train from {logs}: {error}")
-    launched = torchrun_rank()
     if launched is not None and launched[0] != 0:
         return  # every rank holds the same policy; rank 0 writes it
     result.policy.save(out)
@@ -92,6 +116,7 @@ def policy_eval(
     output: Annotated[
         OutputFormat, typer.Option("--format", help="text or json")
     ] = OutputFormat.text,
+    quiet: Quiet = False,
 ) -> None:
     """Off-policy estimates (replay, IPS, SNIPS, DR) of the policy's greedy action on logs."""
     from blendspec.policy.ope import evaluate
@@ -107,15 +132,37 @@ def policy_eval(
         fail(str(error))
     except (ValueError, KeyError, OSError) as error:
         fail(f"cannot read {logs}: {error}")
-    estimates = evaluate(
-        data.actions, data.rewards, data.propensities, learned.probs(data.states, greedy=True)
-    )
+    bootstrap = 1000  # evaluate's default: the intervals' replicates
+    with progress_bar(stderr_console(quiet=quiet)) as bar:
+        task = bar.add_task("bootstrap intervals", total=bootstrap, unit="replicates")
+        estimates = evaluate(
+            data.actions, data.rewards, data.propensities,
+            learned.probs(data.states, greedy=True), bootstrap=bootstrap,
+            progress=advancer(bar, task),
+        )  # fmt: skip
     if output is OutputFormat.json:
         sys.stdout.write(
             json.dumps({k: e.to_json() for k, e in estimates.items()}, indent=2) + "\n"
         )
     else:
         _estimates_table(f"{policy} on {len(data.rewards):,} logged requests", estimates)
+
+
+def _epoch_progress(bar: Progress, task: TaskID, what: str) -> Callable[[dict[str, float]], None]:
+    """An epoch's record on the bar: one more epoch, and the score early stopping watches."""
+
+    def show(record: dict[str, float]) -> None:
+        score = next(
+            (
+                f", {k.removeprefix('val_')} {v:.4g}"
+                for k, v in record.items()
+                if k.startswith("val")
+            ),
+            "",
+        )
+        bar.update(task, advance=1, description=f"{what}: loss {record['loss']:.4g}{score}")
+
+    return show
 
 
 def _estimates_table(title: str, estimates: dict) -> None:  # type: ignore[type-arg]
@@ -164,12 +211,19 @@ def report_command(
         list[str] | None,
         typer.Option("--method", help="Learner(s) to compare: pg, value, model (repeatable)."),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 40,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Most epochs of each training (early stopping).")
+    ] = 40,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the trainings and the bootstrap intervals.")
+    ] = 0,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write the plots as one HTML page.")
     ] = None,
-    output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json")
+    ] = OutputFormat.text,
+    quiet: Quiet = False,
 ) -> None:
     """Reward ablation (one policy per declared reward, judged by every metric) and the
     personalisation analysis (chosen weights by segment and state-feature bucket)."""
@@ -184,8 +238,6 @@ def report_command(
     )
 
     method = method or ["pg"]
-    if output not in ("text", "json"):
-        fail("--format must be text or json", EXIT_USAGE)
     bad = [m for m in method if m not in ("pg", "value", "model")]
     if bad:
         fail(f"unknown --method {bad[0]!r}; use pg, value or model", EXIT_USAGE)
@@ -207,17 +259,27 @@ def report_command(
             from blendspec.sim.core import World
 
             world = World.default(seed=world_seed)
-        rows, policies, how = reward_ablation(
-            loaded,
-            train_table,
-            held_out=held_table,
-            world=world,
-            on_policy_requests=simulate,
-            candidates=candidates,
-            methods=tuple(dict.fromkeys(method)),
-            seed=seed,
-            train_options={"epochs": epochs},
-        )
+        with progress_bar(stderr_console(quiet=quiet)) as bar:
+            task = bar.add_task("reward ablation", total=None)
+
+            def show(step: str, unit: str, done: int, total: int) -> None:
+                if done == 0:  # a step starts: its own count, rate and time left
+                    bar.reset(task, total=total, description=escape(step), unit=unit)
+                else:
+                    bar.update(task, completed=done)
+
+            rows, policies, how = reward_ablation(
+                loaded,
+                train_table,
+                held_out=held_table,
+                world=world,
+                on_policy_requests=simulate,
+                candidates=candidates,
+                methods=tuple(dict.fromkeys(method)),
+                seed=seed,
+                train_options={"epochs": epochs},
+                progress=show,
+            )
         own = loaded.spec.policy.reward or next(iter(loaded.spec.rewards))
         key = f"{own}/{method[0]}"
         if held_table is not None:
@@ -240,7 +302,7 @@ def report_command(
         fail(f"cannot report on {logs}: {error}")
     if html_out is not None:
         write_atomic(html_out, render_html(report))
-    if output == "json":
+    if output is OutputFormat.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
         print_report(report, stdout_console())

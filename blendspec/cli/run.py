@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,15 @@ from blendspec.cli.common import (
     policy_input,
     writes_files,
 )
-from blendspec.io.console import progress_bar, stderr_console, stdout_console
+from blendspec.cli.options import Quiet
+from blendspec.io.console import (
+    advancer,
+    dump_requests,
+    progress_bar,
+    shows_progress,
+    stderr_console,
+    stdout_console,
+)
 from blendspec.io.outputs import default_rejects_path
 
 
@@ -43,9 +52,15 @@ def run_command(
     candidates: Annotated[
         Path | None, typer.Option(help="Candidate dump: Parquet file or folder, or JSON Lines.")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Slates file (Parquet).")] = Path(
-        "slates.parquet"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Slates file (Parquet). Default: runs/<spec name>/slates.parquet in the cache "
+            "folder ($BLENDSPEC_CACHE, else ~/.cache/blendspec), replaced by the next run.",
+        ),
+    ] = None,
     metrics: Annotated[Path | None, typer.Option(help="Also write the summary as JSON.")] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Blend at most this many requests.")
@@ -72,8 +87,13 @@ def run_command(
             "torch operators, bit for bit what a `blend export` artifact computes."
         ),
     ] = KernelChoice.native,
+    quiet: Quiet = False,
 ) -> None:
-    """Blend a candidate dump with a spec: slates, rejects and a metrics summary."""
+    """Blend a candidate dump with a spec: slates, rejects and a metrics summary.
+
+    Without --candidates it blends the bundled sample (made once in the cache folder); without
+    -o the slates go to the cache folder too, and the summary says where.
+    """
     import torch
 
     from blendspec.compiler.lower import MissingLowering
@@ -82,20 +102,27 @@ def run_command(
     from blendspec.policy.store import PolicyFileError
 
     inputs = [("spec", spec), ("--candidates", candidates)]
-    outputs = [
-        ("--out", out),
-        ("--rejects" if rejects is not None else "the rejects file", rejects or
-         default_rejects_path(out)),
-        ("--metrics", metrics),
-        ("--report", report),
-    ]  # fmt: skip
-    guard_outputs(inputs, outputs)
+
+    def outputs_for(out: Path | None) -> list[tuple[str, Path | None]]:
+        default_rejects = None if out is None else default_rejects_path(out)
+        return [
+            ("--out", out),
+            ("--rejects" if rejects is not None else "the rejects file", rejects or
+             default_rejects),
+            ("--metrics", metrics),
+            ("--report", report),
+        ]  # fmt: skip
+
+    guard_outputs(inputs, outputs_for(out))
     loaded = load_or_exit(spec)
+    if out is None:
+        out = default_slates_path(loaded.spec.name)
+    outputs = outputs_for(out)
     read = [*inputs, policy_input(loaded)]
     guard_outputs(read, outputs)
     if threads is not None:
         torch.set_num_threads(threads)
-    console = stderr_console()
+    console = stderr_console(quiet=quiet)
     if kernels is KernelChoice.native:
         from blendspec.ops import _native
 
@@ -114,8 +141,9 @@ def run_command(
             fail(str(error))
         console.print(f"no --candidates given: blending the bundled sample {candidates}")
         guard_outputs([*read, ("the bundled sample", candidates)], outputs)
+    total = dump_requests(candidates, limit) if shows_progress(console) else limit
     with progress_bar(console) as bar:
-        task = bar.add_task("blending", total=limit)
+        task = bar.add_task(f"blending {escape(loaded.spec.name)}", total=total)
         try:
             summary = run(
                 loaded,
@@ -125,7 +153,7 @@ def run_command(
                 limit=limit,
                 on_bad_request=on_bad_request.value,
                 rejects=rejects,
-                progress=lambda n: bar.advance(task, n),
+                progress=advancer(bar, task),
                 engine=engine.value,
                 report=report,
                 kernels=kernels.value,
@@ -146,6 +174,18 @@ def run_command(
     _print_summary(summary)
     if report is not None:
         stdout_console().print(f"report → {report}")
+
+
+def default_slates_path(spec_name: str) -> Path:
+    """Where `blend run` writes slates without -o: the cache folder, not the working folder (a
+    first run from a checkout must not leave files in it), one folder per spec, so that runs of
+    different specs do not replace each other's slates."""
+    from blendspec.io.cache import cache_dir
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec_name).lstrip(".") or "spec"
+    folder = cache_dir() / "runs" / safe
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "slates.parquet"
 
 
 class Exploration(StrEnum):
@@ -187,10 +227,12 @@ def simulate(
     overwrite: Annotated[
         bool,
         typer.Option(
+            "--overwrite",
             help="With --shard-rows: write into a folder that holds other files too (only its "
-            "shard files are replaced), or over a file."
+            "shard files are replaced), or over a file.",
         ),
     ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write a candidate dump from the simulator, or (with --exploration) request-level logs of
     blended slates whose weights a known behaviour policy drew, with propensities and outcomes."""
@@ -210,11 +252,13 @@ def simulate(
         size_: int | tuple[int, int] = (
             candidates if min_candidates is None else (min_candidates, candidates)
         )
-        logs = exploration_logs(
-            loaded, World.default(seed=world_seed), requests, behaviour=exploration.value,
-            epsilon=epsilon, seed=seed, candidates=size_,
-        )  # fmt: skip
-        write_logs(logs, out)
+        with progress_bar(stderr_console(quiet=quiet)) as bar:
+            task = bar.add_task(f"exploring {escape(loaded.spec.name)}", total=requests)
+            logs = exploration_logs(
+                loaded, World.default(seed=world_seed), requests, behaviour=exploration.value,
+                epsilon=epsilon, seed=seed, candidates=size_, progress=advancer(bar, task),
+            )  # fmt: skip
+            write_logs(logs, out)
         stdout_console().print(f"wrote exploration logs of {logs.num_rows:,} requests → {out}")
         return
 
@@ -225,10 +269,12 @@ def simulate(
     size: int | tuple[int, int] = (
         candidates if min_candidates is None else (min_candidates, candidates)
     )
-    info = write_dump(
-        world, out, requests=requests, candidates=size, seed=seed,
-        format=format.value, shard_rows=shard_rows, overwrite=overwrite,
-    )  # fmt: skip
+    with progress_bar(stderr_console(quiet=quiet)) as bar:
+        task = bar.add_task("simulating", total=requests)
+        info = write_dump(
+            world, out, requests=requests, candidates=size, seed=seed, format=format.value,
+            shard_rows=shard_rows, overwrite=overwrite, progress=advancer(bar, task),
+        )  # fmt: skip
     stdout_console().print(
         f"wrote {info.requests:,} requests, {info.rows:,} rows in {len(info.files)} "
         f"file{'s' * (len(info.files) != 1)} → {out}"
