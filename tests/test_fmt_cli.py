@@ -73,6 +73,22 @@ def test_semantic_errors_format_like_a_valid_spec(syntax: str) -> None:
     assert formatted == bad
 
 
+def test_values_that_do_not_validate_keep_their_type() -> None:
+    """In what does not validate, a float stays a float (`1.0`), an infinite number reads back
+    infinite, YAML's own scalars (`true`, `null`, a date) stay what they were; what validates
+    (the slate) is canonical. Validation says the same of the result."""
+    text = (
+        "name: t\nslate: {length: 1.0}\nweights:\n  w: {default: 1, 1.0: [0, 3]}\n"
+        "utility: .inf\nextra: [true, null, 2024-05-01, 1e400]\n"
+    )
+    formatted = format_document(parse_document(Source("<spec>", text), "yaml"))
+    assert formatted == (
+        "name: t\nslate: {length: 1}\nweights:\n  w: {default: 1, 1.0: [0, 3]}\n"
+        "utility: 1e999\ndiversity:\n  algorithm: none\nextra: [true, null, 2024-05-01, 1e400]\n"
+    )
+    assert _codes(formatted, "yaml") == _codes(text, "yaml")
+
+
 def test_a_spec_that_does_not_parse_is_left_alone(tmp_path: Path) -> None:
     spec = tmp_path / "truncated.blend"
     text = (GOLDEN / "errors" / "syntax_truncated.blend").read_text()
