@@ -196,6 +196,24 @@ def test_folders_outside_git_skip_hidden_folders(tmp_path: Path) -> None:
     assert result.output.count("ok ") == 2
 
 
+def test_exclude(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    shutil.rmtree(tmp_path / "build")
+    names = lambda out: sorted(Path(x.split()[1]).name for x in out.splitlines() if x[:3] == "ok ")  # noqa: E731
+    assert names(blend("validate", tmp_path).output) == ["a.blend", "b.yaml"]
+    assert names(blend("validate", tmp_path, "--exclude", "specs/nested").output) == ["a.blend"]
+    assert names(blend("validate", tmp_path, "--exclude", "nested/").output) == ["a.blend"]
+    assert names(blend("validate", tmp_path, "--exclude", "*.blend").output) == ["b.yaml"]
+    assert names(blend("validate", tmp_path, "--exclude", "nested/b.yaml").output) == [
+        "a.blend",
+        "b.yaml",
+    ]  # a path with a `/` starts at the folder given: specs/nested/b.yaml would match
+    kept = blend("fmt", "--check", tmp_path, "--exclude", "specs")
+    assert (kept.exit_code, kept.output.strip()) == (0, f"warning: no spec files under {tmp_path}")
+    named = blend("validate", tmp_path / "specs" / "a.blend", "--exclude", "*.blend")
+    assert named.output.count("ok ") == 1  # a file named on the command line is always read
+
+
 def test_an_empty_folder_warns(tmp_path: Path) -> None:
     result = blend("validate", tmp_path)
     assert result.exit_code == 0

@@ -339,6 +339,7 @@ def test_plain_validate_answers_as_the_typer_command(tmp_path: Path) -> None:
         ["validate", "--ignore", "E200", str(MISSPELLED)],
         ["validate", "-", "--stdin-filename", "feed.blend"],
         ["validate", str(SPECS)],
+        ["validate", str(REPO / "tests" / "golden"), "--exclude", "errors", "--exclude=diff"],
     ]
     for line in lines:
         answers = []
@@ -359,11 +360,13 @@ def test_plain_arguments() -> None:
     from blendspec.cli.validating import ValidateFormat, plain_arguments
 
     parsed = plain_arguments(
-        ["validate", "-", "--ignore", "W001", "--ignore=W002", "--stdin-filename=a.blend"]
-    )
+        ["validate", "-", "--ignore", "W001", "--ignore=W002", "--stdin-filename=a.blend",
+         "specs", "--exclude", "x", "--exclude=y/z"]
+    )  # fmt: skip
     assert parsed == {
-        "specs": [Path("-")], "output": ValidateFormat.text, "strict": False,
+        "specs": [Path("-"), Path("specs")], "output": ValidateFormat.text, "strict": False,
         "candidates": None, "ignore": ["W001", "W002"], "stdin_filename": Path("a.blend"),
+        "exclude": ["x", "y/z"],
     }  # fmt: skip
     for odd in (
         ["validate", "a.blend", "--stdin-filename", "x", "--stdin-filename", "y"],

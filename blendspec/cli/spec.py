@@ -53,6 +53,11 @@ _SPECS_HELP = (
     " finds: every *.blend, and YAML files with a top-level `inputs` or `utility`, less what git"
     " ignores) or `-` for standard input."
 )
+_EXCLUDE_HELP = (
+    "Leave out, in the folders given, what matches this glob: a path below the folder"
+    " (--exclude tests/golden) or, without a `/`, a file or folder name anywhere"
+    " (--exclude '*.draft.blend'). Repeatable. Files named on the command line are always read."
+)
 _STDIN_FILENAME_HELP = (
     "The name shown for `-` (standard input) in messages; its suffix gives the syntax (else it is"
     " guessed from the text) and its folder the base of the spec's relative paths."
@@ -85,6 +90,9 @@ def validate(
     stdin_filename: Annotated[
         Path | None, typer.Option("--stdin-filename", metavar="NAME", help=_STDIN_FILENAME_HELP)
     ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="GLOB", help=_EXCLUDE_HELP)
+    ] = None,
     candidates: Annotated[
         Path | None,
         typer.Option(
@@ -98,7 +106,9 @@ def validate(
     Exit 0 when every spec is valid (warnings allowed unless --strict), 1 when one is not, 2 on a usage error. Codes and how to ignore a warning: docs/errors.md.
     """
     raise typer.Exit(
-        validate_specs(specs, output, strict, candidates, ignore or (), stdin_filename)
+        validate_specs(
+            specs, output, strict, candidates, ignore or (), stdin_filename, exclude or ()
+        )
     )
 
 
@@ -131,6 +141,9 @@ def fmt(
     stdin_filename: Annotated[
         Path | None, typer.Option("--stdin-filename", metavar="NAME", help=_STDIN_FILENAME_HELP)
     ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", metavar="GLOB", help=_EXCLUDE_HELP)
+    ] = None,
 ) -> None:
     """Format specs in place (canonical form, comments kept), or convert one between YAML and the DSL.
 
@@ -138,7 +151,7 @@ def fmt(
     """
     from blendspec.spec.emit import format_document
 
-    files = expand_specs(specs)
+    files = expand_specs(specs, exclude or ())
     if sum(p == STDIN for p in files) > 1:
         fail("`-` (standard input) can be given once", EXIT_USAGE)
     if stdin_filename is not None and STDIN not in files:

@@ -46,21 +46,42 @@ STDIN = Path("-")
 # ---------------------------------------------------------------- which files
 
 
-def expand_specs(paths: Sequence[Path]) -> list[Path]:
+def expand_specs(paths: Sequence[Path], exclude: Sequence[str] = ()) -> list[Path]:
     """The spec files `paths` name: a file as given (whatever its name: a wrong one is E003),
     `-` as is, and a folder walked recursively for the files `blend diff --git` takes as specs
     — every `*.blend`, and the YAML files with a top-level `inputs` or `utility` (so workflow and
-    compose files beside them are left alone) — skipping what git ignores, in path order."""
+    compose files beside them are left alone) — skipping what git ignores and what `exclude`
+    names (:func:`excluded`), in path order."""
     files: list[Path] = []
     for path in paths:
         if path != STDIN and path.is_dir():
-            found = spec_files_under(path)
+            found = [
+                p for p in spec_files_under(path) if not excluded(p.relative_to(path), exclude)
+            ]
             if not found:
                 print_marked("warning", "yellow", f": no spec files under {path}")
             files += found
         else:
             files.append(path)
     return files
+
+
+def excluded(relative: Path, patterns: Sequence[str]) -> bool:
+    """Whether a file found in a folder walk is left out by `--exclude`: a glob with a `/`
+    matches the path below the folder given or one of its parent folders (`tests/golden`); one
+    without matches a file or folder name anywhere (`fixtures`, `*.draft.blend`)."""
+    if not patterns:
+        return False
+    from fnmatch import fnmatchcase
+
+    parts = relative.as_posix().split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        pattern = pattern.strip("/")
+        candidates = prefixes if "/" in pattern else parts
+        if pattern and any(fnmatchcase(c, pattern) for c in candidates):
+            return True
+    return False
 
 
 def spec_files_under(folder: Path) -> list[Path]:
@@ -182,13 +203,14 @@ def validate_specs(
     candidates: Path | None,
     ignore: Iterable[str] = (),
     stdin_filename: Path | None = None,
+    exclude: Sequence[str] = (),
 ) -> int:
     """Parse, type-check and lint `specs` (and check a dump against the one spec): the exit code."""
     output = ValidateFormat(output)
     ignored = ignored_codes(ignore)
     if candidates is not None and output in (ValidateFormat.github, ValidateFormat.sarif):
         fail(f"--candidates reports in text or json, not {output}", EXIT_USAGE)
-    files = expand_specs(specs)
+    files = expand_specs(specs, exclude)
     if sum(p == STDIN for p in files) > 1:
         fail("`-` (standard input) can be given once", EXIT_USAGE)
     if stdin_filename is not None and STDIN not in files:
@@ -300,8 +322,8 @@ _FORMATS = {f.value: f for f in ValidateFormat}
 def plain_arguments(args: list[str]) -> dict[str, object] | None:
     """:func:`validate_specs`'s arguments from a command line that click would read the same
     way — or None: anything but `validate` followed by spec paths (files, folders, `-`),
-    `--strict`, `--no-strict`, one valid `--format X`, any number of `--ignore X` and one
-    `--stdin-filename X` (also as `--option=X`, in any order). A path that starts with `-` (but
+    `--strict`, `--no-strict`, one valid `--format X`, any number of `--ignore X` and
+    `--exclude X`, and one `--stdin-filename X` (also as `--option=X`, in any order). A path that starts with `-` (but
     `-` itself), a repeated `--format` or `--stdin-filename`, a missing value, `--` and every
     other option are left to click, which also owns their errors and help."""
     if len(args) < 2 or args[0] != "validate":
@@ -310,13 +332,14 @@ def plain_arguments(args: list[str]) -> dict[str, object] | None:
     output: ValidateFormat | None = None
     strict = False
     ignore: list[str] = []
+    exclude: list[str] = []
     stdin_filename: Path | None = None
     rest = iter(args[1:])
     for arg in rest:
         name, equals, inline = arg.partition("=")
         if arg in ("--strict", "--no-strict"):
             strict = arg == "--strict"
-        elif name in ("--format", "--ignore", "--stdin-filename"):
+        elif name in ("--format", "--ignore", "--exclude", "--stdin-filename"):
             value = inline if equals else next(rest, None)
             if value is None or (value.startswith("-") and not equals):
                 return None  # click's error (or an option read as a value): leave it to click
@@ -326,6 +349,8 @@ def plain_arguments(args: list[str]) -> dict[str, object] | None:
                 output = _FORMATS[value]
             elif name == "--ignore":
                 ignore.append(value)
+            elif name == "--exclude":
+                exclude.append(value)
             else:
                 if stdin_filename is not None or not value:
                     return None
@@ -343,6 +368,7 @@ def plain_arguments(args: list[str]) -> dict[str, object] | None:
         "candidates": None,
         "ignore": ignore,
         "stdin_filename": stdin_filename,
+        "exclude": exclude,
     }
 
 
