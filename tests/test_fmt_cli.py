@@ -79,12 +79,12 @@ def test_values_that_do_not_validate_keep_their_type() -> None:
     (the slate) is canonical. Validation says the same of the result."""
     text = (
         "name: t\nslate: {length: 1.0}\nweights:\n  w: {default: 1, 1.0: [0, 3]}\n"
-        "utility: .inf\nextra: [true, null, 2024-05-01, 1e400]\n"
+        "  2.0: {default: 1, bounds: [0, 1]}\nutility: .inf\nextra: [true, null, 2024-05-01, 1e400]\n"
     )
     formatted = format_document(parse_document(Source("<spec>", text), "yaml"))
     assert formatted == (
         "name: t\nslate: {length: 1}\nweights:\n  w: {default: 1, 1.0: [0, 3]}\n"
-        "utility: 1e999\ndiversity:\n  algorithm: none\nextra: [true, null, 2024-05-01, 1e400]\n"
+        "  2.0: {default: 1, bounds: [0, 1]}\nutility: 1e999\ndiversity:\n  algorithm: none\nextra: [true, null, 2024-05-01, 1e400]\n"
     )
     assert _codes(formatted, "yaml") == _codes(text, "yaml")
 

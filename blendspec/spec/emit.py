@@ -212,7 +212,7 @@ def _partly_canonical(data: dict[str, Any]) -> dict[str, Any]:
             out[key] = section
     for key, value in data.items():
         if key not in Spec.model_fields:  # an unknown section (E102), as written
-            out[key] = _as_written(value, (key,))
+            out[_written_key(key)] = _as_written(value, (key,))
     return out
 
 
@@ -224,9 +224,9 @@ def _broken_section(key: str, value: Any) -> Any:
         try:
             validated = _item_adapter(key).validate_python(item)
         except (pydantic.ValidationError, SpecError):
-            items[name] = _as_written(item, (key, name))
+            items[_written_key(name)] = _as_written(item, (key, name))
         else:
-            items[name] = _canonical_item(key, validated)
+            items[_written_key(name)] = _canonical_item(key, validated)
     return items
 
 
