@@ -259,6 +259,36 @@ def test_batch_and_candidates_are_dynamic(exported: dict[str, tuple[Path, Path]]
         program(*example_inputs(contracts, 1, ALIGN + 3))
 
 
+def test_load_program_is_torch_export_load(exported: dict[str, tuple[Path, Path]]) -> None:
+    """The memoised load (blendspec/serve/loading.py) gives the plain load's program: the same
+    graphs, the same symbolic shapes, the same outputs; torch's module is left as it was."""
+    import typing
+
+    from torch._export.serde import serialize
+
+    from blendspec.serve.export import example_inputs, input_contracts
+    from blendspec.serve.loading import load_program
+
+    spec_path, artifact = exported["homefeed"]
+    fast, plain = load_program(artifact), torch.export.load(str(artifact))
+    assert serialize.typing is typing
+    assert serialize.GraphModuleDeserializer._parse_sym_expr.__name__ == "_parse_sym_expr"
+
+    def graphs(program: torch.export.ExportedProgram) -> list[str]:
+        return [
+            f"{name}: {m.graph}"
+            for name, m in program.graph_module.named_modules()
+            if hasattr(m, "graph")
+        ]
+
+    assert graphs(fast) == graphs(plain)
+    assert str(fast.range_constraints) == str(plain.range_constraints)
+    contracts = input_contracts(load_spec(spec_path).spec, seeded=False)
+    inputs = example_inputs(contracts, 3, 2 * ALIGN, seed=7)
+    for a, b in zip(fast.module()(*inputs), plain.module()(*inputs), strict=True):
+        assert torch.equal(a, b)
+
+
 TINY = """\
 spec tiny
 slate 5

@@ -712,8 +712,10 @@ def load_artifact(path: Path) -> tuple[Any, dict[str, Any]]:
     if meta.get("kind", KIND_EXPORTED) == KIND_AOTI:
         check_host(meta, path)
         return AotiProgram(path, meta), meta
+    from blendspec.serve.loading import load_program
+
     extra = {METADATA_FILE: ""}
-    program = torch.export.load(str(path), extra_files=extra)
+    program = load_program(path, extra_files=extra)
     return program.module(), json.loads(extra[METADATA_FILE])
 
 
