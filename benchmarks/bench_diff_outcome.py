@@ -208,7 +208,7 @@ def check(
     *,
     logs: int = 20_000,
     truth: int = 2_000,
-    candidates: int = 100,
+    candidates: int = 60,
     pairs: Sequence[tuple[str, Side, Side]] = PAIRS,
     policy_logs: int = 10_000,
     estimators: Sequence[str] = ("snips", "dr"),
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--logs", type=int, default=20_000, help="uniform logged requests")
     parser.add_argument("--truth", type=int, default=2_000, help="held-out truth requests")
-    parser.add_argument("--candidates", type=int, default=100, help="candidates per request")
+    parser.add_argument("--candidates", type=int, default=60, help="candidates per request")
     parser.add_argument("--policy-logs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="3k logs, 300 truth requests")

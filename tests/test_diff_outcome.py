@@ -316,6 +316,28 @@ def test_missing_columns_are_refused(folder: Path, logs: Path) -> None:
     assert "no column `user_state`" in outcome.not_estimable
 
 
+def test_fixed_weights_and_grids_are_checked_against_the_logged_weights(
+    folder: Path, tmp_path: Path
+) -> None:
+    hidden = toy_logs(tmp_path / "hide.parquet", n=300, weight_w_hide=pa.array([-1.0] * 300))
+    old, new = toy(folder, "fw_old", hide=-3), toy(folder, "fw_new", hide=-3, ctr=2)
+    outcome = outcome_of(old, new, hidden, min_effective=1)
+    assert outcome.not_estimable == (
+        "the logs hold weight `w_hide` at -1 in row 0 (request `r0`), the old spec fixes it at "
+        "-3: the logs were drawn under other weights"
+    )
+    assert outcome_of(toy(folder, "fw_same", hide=-1), toy(folder, "fw_same2", hide=-1, ctr=2),
+                      hidden, min_effective=1).not_estimable is None  # fmt: skip
+    bare = toy_logs(tmp_path / "bare.parquet", n=300, drop=("weight_w_ctr", "weight_w_long_ctr"))
+    regrid = toy(folder, "fw_grid", grid="[0, 1, 1.5]")
+    outcome = outcome_of(old, regrid, bare, min_effective=1)
+    assert outcome.not_estimable is not None
+    assert "at most one of them is the grid the logs were drawn on" in outcome.not_estimable
+    same = outcome_of(toy(folder, "fw_a"), toy(folder, "fw_b", ctr=2), bare, min_effective=1)
+    assert same.not_estimable is None
+    assert any("no `weight_<name>` columns" in note for note in same.notes)
+
+
 def test_effective_n_floor(folder: Path, logs: Path) -> None:
     old, new = toy(folder, "ess_old"), toy(folder, "ess_new", ctr=2)
     result = blend_diff(

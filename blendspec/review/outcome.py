@@ -433,7 +433,7 @@ def _fixed_weights_problem(spec: Spec, side: str, axes: Sequence[str], logs: Req
         if wrong.any():
             row = int(np.flatnonzero(drawn)[int(np.flatnonzero(wrong)[0])])
             return (
-                f"the logs hold weight `{name}` at {columns[name][row]:g} ({logs.where(row)}), "
+                f"the logs hold weight `{name}` at {columns[name][row]:g} in {logs.where(row)}, "
                 f"the {side} spec fixes it at {weight.default:g}: the logs were drawn under "
                 "other weights"
             )
