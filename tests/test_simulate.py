@@ -245,6 +245,10 @@ def test_shards_hold_whole_requests(small: World, tmp_path: Path, fmt: str) -> N
         merged = pq.read_table(tmp_path / "shards")
         assert merged.equals(pq.read_table(tmp_path / "one.parquet"))
     assert info.rows == whole.rows
+    # blend run's reader reads the folder as the one file (the manifest is not a dump file).
+    from blendspec.io.dump import dump_files
+
+    assert dump_files(tmp_path / "shards") == files
 
 
 def test_empty_dump_is_valid(small: World, tmp_path: Path) -> None:

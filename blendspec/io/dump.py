@@ -182,12 +182,21 @@ DumpSource = Path | ArrowDump
 """What a `DumpReader` reads: a dump's path (file or folder), or candidates in memory."""
 
 
+def _is_data_file(file: Path, folder: Path) -> bool:
+    """A dump's data file inside a folder: a .parquet or JSON Lines file whose name, and whose
+    folders' names, start with neither `_` nor `.` (metadata by the convention Spark, Hive and
+    pyarrow datasets follow: the shard manifest `_blendspec_shards.json`, `_SUCCESS`, `.crc`)."""
+    if file.suffix not in (".parquet", *JSONL_SUFFIXES):
+        return False
+    return not any(part.startswith(("_", ".")) for part in file.relative_to(folder).parts)
+
+
 def dump_files(path: DumpSource) -> list[DumpSource]:
     if isinstance(path, ArrowDump):
         return [path]
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", *JSONL_SUFFIXES))
+        files = sorted(p for p in path.rglob("*") if _is_data_file(p, path))
         if not files:
             raise DumpError(f"{path}: the folder holds no .parquet or .jsonl files")
         return files
