@@ -590,3 +590,21 @@ def test_git_reads_the_old_policy_file_at_the_revision(
     )["files"][0]["impact"]["outcome"]
     assert via_git["estimates"] == direct["estimates"]
     assert via_git["effective_n"] == direct["effective_n"]
+    # The policy file alone retrained (the spec unchanged): --logs still compares the spec.
+    git("add", "-A")
+    git("commit", "-q", "-m", "second policy, exploring")
+    first.save(root / "toy.pt")
+    result = blend_diff("--git", "HEAD", "--logs", logs, "--estimators", "snips", "--format",
+                        "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (file,) = json.loads(result.stdout)["files"]
+    (change,) = file["changes"]
+    assert change["kind"] == "policy.file_content" and "differs from HEAD" in change["description"]
+    eps = "{kind = epsilon, epsilon = 0.1}"
+    old = toy(copies, "old2", file="b.pt", exploration=eps)
+    new = toy(copies, "new2", file="a.pt", exploration=eps)
+    direct = json.loads(
+        blend_diff(old, new, "--logs", logs, "--estimators", "snips", "--format", "json").stdout
+    )["files"][0]["impact"]["outcome"]
+    assert file["impact"]["outcome"]["estimates"] == direct["estimates"]
+    assert blend_diff("--git", "HEAD").stdout.startswith("no spec files")  # without --logs

@@ -22,7 +22,7 @@ from blendspec.spec.loader import LoadedSpec, load_source, load_spec
 from blendspec.spec.syntax import syntax_of
 
 if TYPE_CHECKING:
-    from blendspec.review.changes import DiffReport, Impact, Outcome, SpecDiff
+    from blendspec.review.changes import Change, DiffReport, Impact, Outcome, SpecDiff
     from blendspec.review.outcome import RequestLogs
 
 
@@ -315,10 +315,77 @@ def _git_report(
             except SpecError:
                 before = None  # a deleted spec is reported even if it no longer loads
             items.append(file_event(pair, rev, before))
+    if outcome_for is not None:
+        retrained = _retrained_policies(rev, paths, Path(files.name))
+        items += [(old, new) for old, new, _ in retrained]
+        outcome_for = _noting_retrained(outcome_for, retrained)
     with files:
         return build_report(
             items, impact_for=impact_for if candidates else None, outcome_for=outcome_for
         )
+
+
+def _retrained_policies(
+    rev: str, paths: Sequence[Path], folder: Path
+) -> list[tuple[LoadedSpec, LoadedSpec, Change]]:
+    """Specs that did not change since `rev` but whose policy file did (a retrained policy at
+    the same path): `--logs` compares them too, with one behavioural change saying why."""
+    import posixpath
+
+    from blendspec.review.changes import Change, Location, Severity
+    from blendspec.review.git import changed_paths, display_path, unchanged_specs
+
+    changed = changed_paths(rev)
+    found = []
+    for pair in unchanged_specs(rev, paths):
+        try:
+            new = _load_revision_quietly(pair.location.read_text(encoding="utf-8"), "", pair.path)
+        except SpecError:
+            continue  # not compared, so not this command's business
+        policy = new.spec.policy
+        if policy is None or policy.file is None or Path(policy.file).is_absolute():
+            continue
+        tracked = posixpath.normpath(posixpath.join(posixpath.dirname(pair.path), policy.file))
+        if tracked not in changed:
+            continue
+        shown = Path(display_path(pair.location))
+        new = _load(shown)
+        assert pair.old_text is not None
+        old = _revision_policy(
+            _load_revision(pair.old_text, f"{rev}:{pair.path}", shown), rev, pair.path, folder
+        )
+        span = new.document.span_of(("policy", "file"))
+        where = Location(span.line, span.column) if span is not None else None
+        change = Change(
+            "policy.file_content",
+            "policy.file",
+            Severity.behavioural,
+            f"policy file `{policy.file}` differs from {rev} (retrained): the same spec may now "
+            "choose other weights",
+            old=policy.file,
+            new=policy.file,
+            old_at=where,
+            new_at=where,
+            anchor=where,
+        )
+        found.append((old, new, change))
+    return found
+
+
+def _noting_retrained(
+    outcome_for: Callable[[LoadedSpec, LoadedSpec, SpecDiff], Outcome],
+    retrained: Sequence[tuple[LoadedSpec, LoadedSpec, Change]],
+) -> Callable[[LoadedSpec, LoadedSpec, SpecDiff], Outcome]:
+    """`outcome_for` that first records, on a retrained pair's diff, the change that put it in
+    the report (the semantic diff of its two identical specs finds none)."""
+    changes = {id(new): change for _, new, change in retrained}
+
+    def estimate(old: LoadedSpec, new: LoadedSpec, diff: SpecDiff) -> Outcome:
+        if id(new) in changes:
+            diff.changes.append(changes[id(new)])
+        return outcome_for(old, new, diff)
+
+    return estimate
 
 
 def _revision_policy(loaded: LoadedSpec, rev: str, spec_path: str, folder: Path) -> LoadedSpec:

@@ -89,6 +89,33 @@ def git_pairs(rev: str, paths: Sequence[Path], cwd: Path | None = None) -> list[
     return pairs
 
 
+def unchanged_specs(rev: str, paths: Sequence[Path], cwd: Path | None = None) -> list[GitPair]:
+    """Tracked spec files under `paths` (default: everywhere) that are the same at `rev` and in
+    the working tree: `--logs` looks among them for a spec whose policy file alone changed."""
+    cwd = Path(cwd or Path.cwd())
+    top = Path(_git(["rev-parse", "--show-toplevel"], cwd).strip())
+    changed = changed_paths(rev, cwd)
+    tracked = _git(["ls-files", "--full-name", "--", *[str(p) for p in paths]], cwd)
+    pairs = []
+    for name in sorted(set(tracked.splitlines())):
+        if not name.strip() or name in changed or syntax_of(Path(name)) is None:
+            continue
+        path = top / name
+        text = path.read_text(encoding="utf-8")
+        if _looks_like_spec(name, text):
+            pairs.append(GitPair("modified", name, text, path, path))
+    return pairs
+
+
+def changed_paths(rev: str, cwd: Path | None = None) -> set[str]:
+    """Every path (from the repository's top) that differs between `rev` and the working tree,
+    untracked files included."""
+    top = Path(_git(["rev-parse", "--show-toplevel"], Path(cwd or Path.cwd())).strip())
+    listed = _git(["diff", "--name-only", "--no-renames", rev], top)
+    untracked = _git(["ls-files", "--others", "--exclude-standard", "--full-name"], top)
+    return {n for n in (listed + "\n" + untracked).splitlines() if n.strip()}
+
+
 def revision_bytes(rev: str, path: str, cwd: Path | None = None) -> bytes | None:
     """A file's bytes at a revision (`git show REV:path`, path from the repository's top), or
     None when git does not have it there."""
