@@ -1,13 +1,16 @@
 """Diagnostics as a SARIF 2.1.0 log (`blend validate --format sarif`), for code-scanning tools
 (GitHub code scanning, GitLab, IDE viewers) that read one file for a whole run.
 
-Each code is a rule, described by the first paragraph of its section in docs/errors.md
-(:data:`EXPLANATIONS` holds them, since an installed blendspec has no docs folder;
-tests/test_validate_formats.py checks that the two agree).
+Each code is a rule, described by the first paragraph of its section in docs/errors.md, read
+from the page itself as `spec/reference.py` reads docs/language.md: the wheel ships it in the
+package ``blendspec.docs``, and a bare checkout reads docs/ directly.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
+import re
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
@@ -19,69 +22,34 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
 DOCS_URI = "docs/errors.md"
 
-EXPLANATIONS: dict[str, str] = {
-    "E001": (
-        "The spec does not parse. Parse errors stop at the first one; the help line lists "
-        "what was expected when that is a short list."
-    ),
-    "E002": "The file cannot be read, or is not UTF-8 text.",
-    "E003": "The file name does not say which syntax it is in.",
-    "E004": (
-        "Lists, blocks or YAML mappings nested more than 64 levels deep. Checked on the text "
-        "before parsing, so that no stage can run out of stack; real specs nest three or four "
-        "levels."
-    ),
-    "E100": (
-        "A value is out of range or of the wrong type; also YAML tags, merge keys and "
-        "over-deep formulas."
-    ),
-    "E101": "A required field is missing.",
-    "E102": "A field the section does not have; usually a typo.",
-    "E103": "A name is declared twice, or in two of inputs / objectives / weights.",
-    "E104": "An input type that does not exist, or a size that is missing or not a whole number.",
-    "E200": "A reference to a name that is not declared.",
-    "E201": (
-        "A name of the wrong kind: cosine over a score, prefix over an embedding, spacing on "
-        "a category…"
-    ),
-    "E202": (
-        "A formula that is not of the required shape: a product of two signals, a utility "
-        "term that is not weight × objective, a similarity term that is not constant × "
-        "signal."
-    ),
-    "E203": (
-        "An unknown transform, the wrong number of arguments, or parameters that break "
-        "monotonicity."
-    ),
-    "E300": "A weight's default lies outside its bounds.",
-    "E301": "Bounds with lo > hi.",
-    "E302": "Bounds that let a weight take the wrong sign.",
-    "E303": "A policy grid value outside the weight's bounds.",
-    "E304": "A policy but no reward to learn from.",
-    "E305": "A policy weight without a policy, or a policy that sets no weight.",
-    "E306": (
-        "Sizes that do not fit together: `min_prefix` longer than the semantic ID, `truncate` "
-        "below the slate length."
-    ),
-    "E307": (
-        "A file the spec names (the policy) does not exist, relative to the spec, or cannot "
-        "be opened: a symlink loop, a folder, a name with a NUL byte or longer than the file "
-        "system allows (the message says which)."
-    ),
-    "E308": "Several rewards and the policy does not say which one it learns.",
-    "W001": "An input declared but used nowhere (a dump must still provide it).",
-    "W002": "A look-back window longer than the slate can reach: it never binds.",
-    "W003": "An objective not in the utility, or a weight the utility does not use.",
-    "W004": (
-        "A Unicode bidi control (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C) in a "
-        "comment or string: it can make a line display differently from what it means "
-        '("Trojan Source", CVE-2021-42574). Diagnostics show such characters as `�`.'
-    ),
-    "W005": (
-        "An ignore comment that names a code it cannot silence: an error's (errors cannot be "
-        "ignored) or one blendspec does not know."
-    ),
-}
+DOC_FILE = "errors.md"
+_SECTION = re.compile(r"^## ([EW][0-9]{3}) — .*$", re.MULTILINE)
+
+
+def doc_text() -> str:
+    """docs/errors.md: the wheel's copy (package ``blendspec.docs``) or the checkout's."""
+    try:
+        return importlib.resources.files("blendspec.docs").joinpath(DOC_FILE).read_text("utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return (Path(__file__).resolve().parents[2] / "docs" / DOC_FILE).read_text("utf-8")
+
+
+@functools.cache
+def explanations() -> dict[str, str]:
+    """Each code's description: the first paragraph of its section of docs/errors.md, on one
+    line (the code's title where the page cannot be read)."""
+    try:
+        text = doc_text()
+    except OSError:
+        text = ""
+    found = {}
+    matches = list(_SECTION.finditer(text))
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
+        body = text[match.end() : following.start() if following else len(text)]
+        found[match.group(1)] = " ".join(body.strip().split("\n\n")[0].split())
+    return {
+        code: found.get(code) or f"{title[0].upper()}{title[1:]}." for code, title in CODES.items()
+    }
 
 
 def _rule_name(code: str) -> str:
@@ -104,11 +72,11 @@ def _rule(code: str) -> dict[str, Any]:
         "id": code,
         "name": _rule_name(code),
         "shortDescription": {"text": CODES[code]},
-        "fullDescription": {"text": EXPLANATIONS[code]},
+        "fullDescription": {"text": explanations()[code]},
         "help": {
-            "text": EXPLANATIONS[code],
+            "text": explanations()[code],
             "markdown": f"**{code}: {CODES[code]}**\n\n"
-            f"{EXPLANATIONS[code]}\n\nSee `{DOCS_URI}` in blendspec's documentation.",
+            f"{explanations()[code]}\n\nSee `{DOCS_URI}` in blendspec's documentation.",
         },
         "defaultConfiguration": {"level": level},
     }
