@@ -4,8 +4,9 @@ An editor or a pre-commit hook runs `blend validate` on every save, so its wall 
 start-up (benchmarks/bench_validate.py: target ≤ 2× `python -c "import lark, yaml, pydantic"`).
 Importing typer and building the app for all twelve commands costs about as much as the
 validation itself, so `blendspec.cli.main` (the `blend` entry point) first offers the command
-line to :func:`run_plain`: a plain `blend validate [--format text|json] [--strict] SPEC…` is run
-here, with the exit codes, output and errors the typer command gives; anything else (help, other
+line to :func:`run_plain`: a plain `blend validate [--format F] [--strict] [--ignore CODES]
+[--exclude GLOB] [--stdin-filename NAME] SPEC…` (SPEC a file, a folder or `-`) is run here,
+with the exit codes, output and errors the typer command gives; anything else (help, other
 commands, other options, any doubt about how click would read it) goes to the typer app,
 unchanged. `blend validate` in the typer app (blendspec.cli.spec) runs :func:`validate_specs`
 too, so there is one implementation of the command.
