@@ -608,3 +608,30 @@ def test_git_reads_the_old_policy_file_at_the_revision(
     )["files"][0]["impact"]["outcome"]
     assert file["impact"]["outcome"]["estimates"] == direct["estimates"]
     assert blend_diff("--git", "HEAD").stdout.startswith("no spec files")  # without --logs
+
+
+# ---------------------------------------------------------------- progress on stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_on_a_terminal_only(
+    folder: Path, logs: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+) -> None:
+    """A bar per stage on a terminal (rich's TTY_COMPATIBLE switch stands for one); nothing
+    with --quiet, and nothing off a terminal (the other tests: their stderr is empty)."""
+    import re
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    old, new = toy(folder, "bar_old"), toy(folder, "bar_new", ctr=2)
+    args = [old, new, "--logs", logs, "--estimators", "snips", *(["--quiet"] if quiet else [])]
+    result = blend_diff(*args)
+    assert result.exit_code == 0, result.output
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)
+    if quiet:
+        assert shown == ""
+    else:
+        assert re.search(r"targets \(old, new\).*\b3000/3", shown), shown
+        assert "paired bootstrap" in shown
+    monkeypatch.delenv("TTY_COMPATIBLE")
+    assert blend_diff(old, new, "--logs", logs, "--estimators", "snips").stderr == ""

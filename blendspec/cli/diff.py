@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from blendspec.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from blendspec.cli.options import Quiet
 from blendspec.io.console import stderr_console
 from blendspec.spec.diagnostics import Source, SpecError, render_text
 from blendspec.spec.loader import LoadedSpec, load_source, load_spec
@@ -71,6 +72,7 @@ def _impact(
     batch_size: int,
     top: int,
     seed: int,
+    quiet: bool = False,
 ) -> Impact:
     from blendspec.compiler.lower import MissingLowering
     from blendspec.io.console import progress_bar
@@ -82,7 +84,7 @@ def _impact(
     if not candidates.exists():
         console.print(f"[bold red]error[/bold red]: no candidate dump at {candidates}")
         raise _Failure
-    with progress_bar(console) as bar:
+    with progress_bar(stderr_console(quiet=quiet)) as bar:
         task = bar.add_task(f"blending {new.spec.name} old and new", total=limit)
         try:
             return compute_impact(
@@ -105,9 +107,10 @@ class _Outcomes:
         estimators: Sequence[str],
         min_effective: float,
         seed: int,
+        quiet: bool = False,
     ) -> None:
         self.path, self.reward, self.estimators = path, reward, estimators
-        self.min_effective, self.seed = min_effective, seed
+        self.min_effective, self.seed, self.quiet = min_effective, seed, quiet
         self.logs: RequestLogs | None = None
         self.models: dict[Any, Any] = {}  # DR models, shared by the pairs of a --git diff
 
@@ -124,12 +127,14 @@ class _Outcomes:
         try:
             if self.logs is None:
                 self.logs = read_logs(self.path)
-            with progress_bar(console) as bar:
+            with progress_bar(stderr_console(quiet=self.quiet)) as bar:
                 tasks: dict[str, Any] = {}
 
                 def progress(stage: str, done: int, total: int) -> None:
                     if stage not in tasks:
-                        tasks[stage] = bar.add_task(stage, total=total)
+                        unit = "folds" if "model" in stage else "requests"
+                        unit = "steps" if "bootstrap" in stage else unit
+                        tasks[stage] = bar.add_task(stage, total=total, unit=unit)
                     bar.update(tasks[stage], completed=done, total=total)
 
                 return compute_outcome(
@@ -221,6 +226,7 @@ def diff_command(
             help="With --logs: refuse an estimate resting on fewer effective requests.",
         ),
     ] = 30,
+    quiet: Quiet = False,
 ) -> None:
     """Semantic diff of two specs (or of the working tree against a git revision): what changed
     in meaning, how serious it is, and, with --candidates, what it does to real slates."""
@@ -240,14 +246,14 @@ def diff_command(
         console.print("error: --fail-on worse needs --logs (the estimated outcome)")
         raise typer.Exit(EXIT_USAGE)
     outcome_for = (
-        _Outcomes(logs, reward, _estimator_list(estimators), min_effective_n, seed)
+        _Outcomes(logs, reward, _estimator_list(estimators), min_effective_n, seed, quiet)
         if logs is not None
         else None
     )
 
     def impact_for(a: LoadedSpec, b: LoadedSpec, renames: Mapping[str, str]) -> Impact:
         assert candidates is not None
-        return _impact(a, b, renames, candidates, limit, batch_size, top, seed)
+        return _impact(a, b, renames, candidates, limit, batch_size, top, seed, quiet)
 
     try:
         if git is None:

@@ -646,7 +646,7 @@ def _estimate(
             logged[target.side][part] = probs[np.arange(part.size), actions[part]]
         done += part.size
         if progress is not None:
-            progress("target distributions (old and new)", done, n)
+            progress("targets (old, new)", done, n)
     propensities = logs.propensities[rows_all]
     outcome.effective_old = kish(logged["old"] / propensities)
     outcome.effective_new = kish(logged["new"] / propensities)
@@ -743,13 +743,13 @@ def _reward_model(
         nonlocal fitted
         fitted += count
         if progress is not None:
-            progress(f"DR reward model ({FOLDS} folds)", fitted, FOLDS)
+            progress("DR reward model", fitted, FOLDS)
 
     key = (id(logs), setup.grid, state, setup.rewards.tobytes(), seed, repr(config))
     models = cache.get(key) if cache is not None else None
     if models is None:
         if progress is not None:
-            progress(f"DR reward model ({FOLDS} folds)", 0, FOLDS)
+            progress("DR reward model", 0, FOLDS)
         models = cross_fitted_reward_model(
             setup.grid, state, data, folds=FOLDS, seed=seed, config=config, progress=step,
         )  # fmt: skip
