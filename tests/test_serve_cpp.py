@@ -289,6 +289,44 @@ def test_blank_lines_are_skipped_and_a_last_line_needs_no_newline(
                                               json.loads(second)["request_id"]]  # fmt: skip
 
 
+def test_mangled_lines_get_one_answer_each_never_a_crash(
+    server: Path, package: tuple[Path, Path], requests: Path
+) -> None:
+    """Random byte edits of a good request (and a few hostile lines): every line gets one valid
+    UTF-8 JSON line back, an answer or an error, and the server exits 0 at the end of input."""
+    import random
+
+    rng = random.Random(15)
+    request = json.loads(requests.read_text().splitlines()[0])
+    request["candidates"] = request["candidates"][:3]  # short, so edits hit every kind of field
+    for candidate in request["candidates"]:
+        candidate["visual"] = [round(x, 1) for x in candidate["visual"]]
+    good = json.dumps(request).encode()
+    lines = [b"[" * 100_000, b'{"request_id": "\xff"}', b'"\xed\xa0\x80"', b"\x00"]
+    pieces = [b"[", b"]", b"{", b"}", b'"', b",", b":", b"-", b"1e999", b"NaN", b"\\u12", b"null"]
+    for _ in range(200):
+        line = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            at, roll = rng.randrange(len(line)), rng.random()
+            if roll < 0.4:
+                line[at] = rng.randrange(256)
+            elif roll < 0.7:
+                del line[at : at + rng.randint(1, 10)]
+            else:
+                line[at:at] = rng.choice(pieces)
+        lines.append(bytes(line).replace(b"\n", b" ").replace(b"\r", b" "))
+    lines = [line for line in lines if line.strip(b" \t")]
+    done = subprocess.run(
+        [str(server), str(package[1]), "--batch", "16"],
+        input=b"\n".join(lines) + b"\n", capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = [json.loads(line) for line in done.stdout.decode("utf-8").splitlines()]
+    assert [a["line"] if "error" in a else None for a in answers][:4] == [1, 2, 3, 4]
+    assert len(answers) == len(lines)
+    assert any("slate" in a for a in answers) and any("error" in a for a in answers)
+
+
 # --- the package and the host --------------------------------------------------------------------
 
 

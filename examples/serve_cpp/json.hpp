@@ -195,6 +195,11 @@ class Parser {
     if (consume("Infinity")) return special(HUGE_VAL, "Infinity");
     if (consume("-Infinity")) return special(-HUGE_VAL, "-Infinity");
     if (c == '-' || (c >= '0' && c <= '9')) return parse_number();
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7F) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", unsigned(static_cast<unsigned char>(c)));
+      fail(std::string("unexpected byte ") + hex);
+    }
     fail(std::string("unexpected character '") + c + "'");
   }
 
@@ -282,6 +287,25 @@ class Parser {
     }
   }
 
+  // One well-formed UTF-8 character (RFC 3629: no overlong forms, no surrogates, at most
+  // U+10FFFF), copied: the answers echo strings, and they must stay valid UTF-8.
+  void utf8_sequence(std::string& out) {
+    auto byte = [&](size_t k) { return static_cast<unsigned char>(s_[pos_ + k]); };
+    unsigned char lead = byte(0);
+    size_t length = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 0;
+    bool ok = length > 0 && lead >= 0xC2 && lead <= 0xF4 && pos_ + length <= s_.size();
+    for (size_t k = 1; ok && k < length; ++k) ok = (byte(k) & 0xC0) == 0x80;
+    if (ok && length == 3) {
+      ok = !(lead == 0xE0 && byte(1) < 0xA0) && !(lead == 0xED && byte(1) >= 0xA0);
+    }
+    if (ok && length == 4) {
+      ok = !(lead == 0xF0 && byte(1) < 0x90) && !(lead == 0xF4 && byte(1) >= 0x90);
+    }
+    if (!ok) fail("invalid UTF-8 in a string");
+    out.append(s_.substr(pos_, length));
+    pos_ += length;
+  }
+
   std::string parse_string() {
     ++pos_;  // the opening quote
     std::string out;
@@ -290,6 +314,11 @@ class Parser {
       char c = s_[pos_++];
       if (c == '"') return out;
       if (static_cast<unsigned char>(c) < 0x20) fail("control character in a string");
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        --pos_;
+        utf8_sequence(out);
+        continue;
+      }
       if (c != '\\') {
         out += c;
         continue;
