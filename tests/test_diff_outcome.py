@@ -152,6 +152,16 @@ def logs(folder: Path) -> Path:
     return toy_logs(folder / "logs.parquet")
 
 
+@pytest.fixture(scope="module")
+def toy_policy(folder: Path, logs: Path) -> Path:
+    """A policy file for the toy spec (`toy.pt` beside the specs), trained on the logs."""
+    from blendspec.policy.train import train_policy
+
+    base = load_spec(toy(folder, "train"))
+    trained = train_policy(base.spec, pq.read_table(logs), method="model", epochs=5)
+    return trained.policy.save(folder / "toy.pt")
+
+
 def blend_diff(*args: object):  # type: ignore[no-untyped-def]
     return runner.invoke(app, [str(a) for a in args])
 
@@ -234,17 +244,13 @@ def test_evaluate_pair_agrees_with_evaluate() -> None:
     assert pair["snips"].low < pair["snips"].difference < pair["snips"].high
 
 
-def test_policy_network_acts_as_blend_run_does(folder: Path, logs: Path) -> None:
+def test_policy_network_acts_as_blend_run_does(folder: Path, logs: Path, toy_policy: Path) -> None:
     """A spec with a trained policy: the target is the module's own policy on the logged
     state, so its greedy action is the action `blend run`'s compiled module takes."""
     import torch
 
     from blendspec.compiler.lower import module_for
-    from blendspec.policy.train import train_policy
 
-    base = load_spec(toy(folder, "train"))
-    trained = train_policy(base.spec, pq.read_table(logs), method="model", epochs=5)
-    trained.policy.save(folder / "toy.pt")
     spec = load_spec(toy(folder, "with_file", file="toy.pt"))
     outcome = outcome_of(toy(folder, "plain"), folder / "with_file.blend", logs,
                          estimators=("snips",))  # fmt: skip
@@ -287,6 +293,23 @@ def test_refusals_are_one_line_and_the_diff_still_prints(
     assert strict.exit_code == 1  # exit codes unchanged by the refusal
 
 
+def test_an_input_only_the_policy_state_reads_is_no_blending_change(
+    folder: Path, logs: Path
+) -> None:
+    text = toy(folder, "state_old").read_text()
+    more = text.replace(
+        "input user_state: features[2]\n",
+        "input user_state: features[2]\ninput session: features[3]\n",
+    ).replace("state = [user_state]", "state = [user_state, session]")
+    new = toy(folder, "state_new", text=more.replace("w_ctr = 1 in", "w_ctr = 2 in"))
+    kinds = {
+        c.kind for c in diff_specs(load_spec(folder / "state_old.blend"), load_spec(new)).changes
+    }
+    assert {"input.added", "policy.state", "weight.default"} <= kinds
+    outcome = outcome_of(folder / "state_old.blend", new, logs)
+    assert outcome.not_estimable is None, outcome.not_estimable
+
+
 def test_reordered_policy_weights_are_refused(folder: Path, logs: Path) -> None:
     text = toy(folder, "order_old").read_text()
     lines = text.splitlines()
@@ -299,7 +322,7 @@ def test_reordered_policy_weights_are_refused(folder: Path, logs: Path) -> None:
     assert "reordered policy weights" in outcome.not_estimable
 
 
-def test_missing_columns_are_refused(folder: Path, logs: Path) -> None:
+def test_missing_columns_are_refused(folder: Path, logs: Path, toy_policy: Path) -> None:
     old, new = toy(folder, "col_old"), toy(folder, "col_new", ctr=2)
     no_long = toy_logs(folder / "no_long.parquet", drop=("long_click",))
     outcome = outcome_of(old, new, no_long)
@@ -307,8 +330,6 @@ def test_missing_columns_are_refused(folder: Path, logs: Path) -> None:
         "the logs have no column `long_click`, which reward `engaged` reads"
     )
     assert outcome_of(old, new, no_long, reward="clicks").not_estimable is None
-    if not (folder / "toy.pt").exists():
-        pytest.skip("needs the policy file of test_policy_network_acts_as_blend_run_does")
     no_state = toy_logs(folder / "no_state.parquet", drop=("user_state",))
     with_file = toy(folder, "col_file", file="toy.pt")
     outcome = outcome_of(old, with_file, no_state)

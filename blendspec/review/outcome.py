@@ -221,12 +221,29 @@ _MEASUREMENT_KINDS = ("reward.", "outcome.", "policy.", "spec.renamed")
 """Changes that move neither the blending graph nor the weights outside the policy's axes."""
 
 
-def _outside_change(changes: Sequence[Change], axes: Sequence[str]) -> Change | None:
+def _state_only(name: str, specs: Sequence[Spec]) -> bool:
+    """Whether no spec reads input `name` anywhere but in its policy state: such an input
+    changes what a policy sees, never how a slate is blended."""
+    from blendspec.review.renames import _input_uses
+
+    return all(
+        all(use.startswith("state:") for use in _input_uses(spec).get(name, ())) for spec in specs
+    )
+
+
+def _outside_change(
+    changes: Sequence[Change], axes: Sequence[str], specs: Sequence[Spec] = ()
+) -> Change | None:
     """The first change the logs cannot speak to: anything but the weights of the logged grid,
-    the policy (network, exploration, fallback, state), rewards, outcomes and names."""
+    the policy (network, exploration, fallback, state and the inputs only the state reads),
+    rewards, outcomes and names."""
     for change in changes:
         if change.severity is Severity.cosmetic or change.kind.startswith(_MEASUREMENT_KINDS):
             continue
+        if change.kind.startswith("input.") and specs:
+            name = change.path.split(".")[1] if "." in change.path else ""
+            if name and _state_only(name, specs):
+                continue
         if change.kind.startswith("weight."):
             if change.kind in ("weight.bound", "weight.sign", "weight.renamed"):
                 continue  # bounds and signs are checks; a rename renames a column
@@ -595,7 +612,7 @@ def _setup(
     else:
         grid = _inferred_grid(logs, drawn)
         notes.append(f"action grid read from the logged weights ({_grid_text(grid)})")
-    outside = _outside_change(changes, grid.names)
+    outside = _outside_change(changes, grid.names, (old.spec, new.spec))
     if outside is not None:
         raise _Refusal(
             f"`{outside.path}` changed ({outside.description}): the logs hold one blending graph "
