@@ -4,6 +4,10 @@ Both emitters print the same canonical data (`canonical_data`), so DSL → spec 
 the identity on the canonical form. Fields equal to their default are left out, except the
 diversifier's parameters, which are always spelled out because a reviewer should see every knob that
 shapes the slate.
+
+`blend fmt` formats any spec that parses (:func:`format_document`), valid or not, as ruff and black
+format code with errors in it: validity is `blend validate`'s business. A spec whose model does not
+validate keeps its broken parts as written, in the same layout.
 """
 
 from __future__ import annotations
