@@ -380,6 +380,22 @@ def test_effective_n_floor(folder: Path, logs: Path) -> None:
     assert "below the floor of 1,000 (--min-effective-n)" in outcome["not_estimable"]
 
 
+def test_a_target_the_logs_never_reached_is_refused(folder: Path, tmp_path: Path) -> None:
+    """ε-greedy around an action no logged request took: every weight is ε, so the effective n
+    is the whole log, but the weights average ε instead of 1 and the estimate is refused."""
+    rng = np.random.default_rng(0)
+    actions = rng.choice([a for a in range(9) if a != action(2, 1)], 600)
+    never = toy_logs(tmp_path / "never.parquet", n=600, action=pa.array(actions, pa.int64()),
+                     drop=("weight_w_ctr", "weight_w_long_ctr"))  # fmt: skip
+    eps = "{kind = epsilon, epsilon = 0.05}"
+    old = toy(folder, "never_old", exploration=eps)
+    new = toy(folder, "never_new", ctr=2, exploration=eps)
+    outcome = outcome_of(old, new, never)
+    assert outcome.not_estimable is not None
+    assert outcome.not_estimable.startswith("the new spec's importance weights average 0.05")
+    assert outcome.effective_new == pytest.approx(600, rel=0.2)  # what Kish alone would accept
+
+
 def test_specs_without_a_policy_use_the_logged_weights_grid(folder: Path, logs: Path) -> None:
     """Fixed weights on both sides: the grid is read from the logged weight columns."""
     text = toy(folder, "fixed_src").read_text()

@@ -56,6 +56,7 @@ ESTIMATOR_NAMES: dict[str, str] = {"snips": "SNIPS", "dr": "DR", "ips": "IPS"}
 """The estimators `--estimators` accepts, and how they are printed."""
 
 FOLDS = 2
+_MEAN_WEIGHT = (0.5, 2.0)  # the importance weights' mean outside this: the logs miss the target
 _CHUNK = 4096  # logged requests per target evaluation (memory: chunk × actions floats)
 _WEIGHT_PREFIX = "weight_"
 
@@ -675,6 +676,17 @@ def _estimate(
             f"the floor of {_count(outcome.min_effective)} (--min-effective-n): the logs rarely "
             "took the actions it takes"
         )
+    for side in ("old", "new"):
+        # With correct propensities the importance weights average 1 (E_μ[π/μ] = Σ_a π = 1).
+        # Far from it, the logs missed most of what the spec does: equal weights on the few
+        # exploration actions can still give a large effective n, and SNIPS would normalise the
+        # gap away. Within the effective-n floor, chance alone stays well inside [0.5, 2].
+        mean = float((logged[side] / propensities).mean())
+        if not _MEAN_WEIGHT[0] <= mean <= _MEAN_WEIGHT[1]:
+            raise _Refusal(
+                f"the {side} spec's importance weights average {mean:.3g} where logs that cover "
+                "it average 1: the logs (almost) never took the actions it takes most"
+            )
     rewards = setup.rewards[rows_all]
     direct: dict[str, np.ndarray] = {}
     logged_q: np.ndarray | None = None
