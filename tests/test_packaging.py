@@ -32,7 +32,7 @@ def test_wheel_contents_and_use_without_checkout(tmp_path: Path) -> None:
     }
     missing = sorted(p for p in packages if f"{p}/__init__.py" not in names)
     assert not missing, f"subpackages missing from the wheel (pyproject packages): {missing}"
-    assert "blendspec/docs/language.md" in names
+    assert "blendspec/docs/language.md" in names and "blendspec/docs/errors.md" in names
 
     target = tmp_path / "site"
     subprocess.run(
