@@ -93,7 +93,8 @@ DRIVER = textwrap.dedent(
 
 
 def _short(spec: Path, slate: int, tmp: Path) -> Path:
-    """The spec with a shorter slate (tracing time grows with T); same operators otherwise."""
+    """The spec with a shorter slate (shorter runs; the traced graph is the same size whatever
+    T is); same operators otherwise."""
     loaded = load_spec(spec)
     text = spec.read_text().replace(f"slate {loaded.spec.slate.length}", f"slate {slate}", 1)
     out = tmp / f"{loaded.spec.name}-{slate}.blend"
@@ -105,8 +106,8 @@ def _short(spec: Path, slate: int, tmp: Path) -> Path:
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """name -> (spec, artifact) for every example spec, with a slate shortened to just past its
-    longest window: the same code paths (window eviction included) at a fraction of the tracing
-    time. The full-size homefeed artifact is checked by benchmarks/bench_export.py."""
+    longest window: the same code paths (window eviction included) in shorter runs. The
+    full-size homefeed artifact is checked by benchmarks/bench_export.py."""
     tmp = tmp_path_factory.mktemp("export")
     specs = {
         "homefeed": _short(SPECS / "homefeed.blend", 12, tmp),  # past every window (10, 8, 5)

@@ -1,7 +1,8 @@
 """`blend export --aot`: the AOTInductor package, its contract, the host checks, and parity.
 
-Parity: on every example spec (slate cut to 5: AOTInductor compiles the unrolled greedy loop, and
-compile time grows with T) the package picks exactly the exported program's slates, which are
+Parity: on every example spec (slate cut to 5 to keep the runs short; the greedy loop is one
+`torch.while_loop`, so the compile does not grow with T) the package picks exactly the exported
+program's slates, which are
 `blend run --kernels torch`'s bit for bit (tests/test_export.py); scores agree within float32
 rounding (AOTInductor fuses some sums in another order: measured 1 ulp). A package whose loop
 dropped its writes (the AOTInductor `while_loop` defect: initial zeros returned) fails here.
