@@ -597,7 +597,8 @@ def test_pre_commit_hooks_run_validate_and_fmt_on_specs_only() -> None:
 
     hooks = {h["id"]: h for h in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
     assert hooks["blend-validate"]["entry"] == "blend validate"
-    assert hooks["blend-fmt"]["entry"] == "blend fmt --check"
+    assert hooks["blend-fmt"]["entry"] == "blend fmt"  # fixes the files, like ruff-format
+    assert hooks["blend-fmt-check"]["entry"] == "blend fmt --check"
     commands = {c.name or c.callback.__name__ for c in blend_app.registered_commands}
     for hook in hooks.values():
         assert hook["language"] == "python" and {"id", "name", "entry"} <= set(hook)
