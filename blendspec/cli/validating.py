@@ -87,7 +87,7 @@ def excluded(relative: Path, patterns: Sequence[str]) -> bool:
 
 def spec_files_under(folder: Path) -> list[Path]:
     """Spec files below `folder` (see :func:`expand_specs`)."""
-    from blendspec.review.git import _looks_like_spec  # the one rule, shared with diff --git
+    from blendspec.review.git import looks_like_spec  # the one rule, shared with diff --git
     from blendspec.spec.syntax import syntax_of
 
     found = []
@@ -98,7 +98,7 @@ def spec_files_under(folder: Path) -> list[Path]:
             text = "" if syntax_of(path) == "dsl" else path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             text = "inputs:"  # unreadable: let validation report it (E002) rather than skip it
-        if _looks_like_spec(str(path), text):
+        if looks_like_spec(str(path), text):
             found.append(path)
     return sorted(found)
 

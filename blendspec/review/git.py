@@ -36,7 +36,7 @@ def _git(args: Sequence[str], cwd: Path) -> str:
 _YAML_SPEC = re.compile(r"^(inputs|utility)\s*:", re.MULTILINE)
 
 
-def _looks_like_spec(path: str, text: str) -> bool:
+def looks_like_spec(path: str, text: str) -> bool:
     """Any DSL file is a spec; a YAML file is one when it has top-level `inputs` or `utility`
     (so workflow files and .pre-commit-hooks.yaml in the same tree are left alone)."""
     if syntax_of(Path(path)) == "dsl":
@@ -83,7 +83,7 @@ def git_pairs(rev: str, paths: Sequence[Path], cwd: Path | None = None) -> list[
         old_text = None if status == "added" else _git(["show", f"{rev}:{name}"], top)
         new_path = None if status == "deleted" else top / name
         text = new_path.read_text(encoding="utf-8") if new_path is not None else old_text or ""
-        if not _looks_like_spec(name, text):
+        if not looks_like_spec(name, text):
             continue
         pairs.append(GitPair(status, name, old_text, new_path, top / name))
     return pairs
@@ -102,7 +102,7 @@ def unchanged_specs(rev: str, paths: Sequence[Path], cwd: Path | None = None) ->
             continue
         path = top / name
         text = path.read_text(encoding="utf-8")
-        if _looks_like_spec(name, text):
+        if looks_like_spec(name, text):
             pairs.append(GitPair("modified", name, text, path, path))
     return pairs
 
