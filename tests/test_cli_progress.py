@@ -134,6 +134,18 @@ def test_run_counts_its_total_from_the_dump(dump: Path, tmp_path: Path, terminal
     assert "requests in" in quiet.stdout
 
 
+def test_diff_candidates_counts_its_total_from_the_dump(
+    dump: Path, tmp_path: Path, terminal: None
+) -> None:
+    new = tmp_path / "new.blend"
+    new.write_text(Path(HOMEFEED).read_text().replace("slate 50", "slate 40"))
+    result = invoke("diff", HOMEFEED, new, "--candidates", dump, "--batch-size", "8")
+    assert result.exit_code in (0, 1), result.output
+    # The description is long, so at 80 columns the rate is cut: the total is what this adds.
+    lines = bar_lines(result.stderr, "blending homefeed old and new")
+    assert any(re.search(r"\b\d+/30\b", line) for line in lines), lines
+
+
 def test_run_shows_no_bar_off_a_terminal(dump: Path, tmp_path: Path, no_terminal: None) -> None:
     result = invoke("run", HOMEFEED, "--candidates", dump, "-o", tmp_path / "s.parquet")
     assert result.exit_code == 0, result.output

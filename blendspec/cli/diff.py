@@ -75,7 +75,7 @@ def _impact(
     quiet: bool = False,
 ) -> Impact:
     from blendspec.compiler.lower import MissingLowering
-    from blendspec.io.console import progress_bar
+    from blendspec.io.console import dump_requests, progress_bar, shows_progress
     from blendspec.io.dump import DumpError
     from blendspec.policy.store import PolicyFileError
     from blendspec.review.impact import compute_impact
@@ -84,8 +84,12 @@ def _impact(
     if not candidates.exists():
         console.print(f"[bold red]error[/bold red]: no candidate dump at {candidates}")
         raise _Failure
-    with progress_bar(stderr_console(quiet=quiet)) as bar:
-        task = bar.add_task(f"blending {new.spec.name} old and new", total=limit)
+    bar_console = stderr_console(quiet=quiet)
+    # The total from the dump's ids (or its shard manifest), as `blend run` counts it; only when
+    # a bar is drawn.
+    total = dump_requests(candidates, limit) if shows_progress(bar_console) else limit
+    with progress_bar(bar_console) as bar:
+        task = bar.add_task(f"blending {new.spec.name} old and new", total=total)
         try:
             return compute_impact(
                 old, new, candidates, renames=renames, limit=limit, batch_size=batch_size,
