@@ -106,6 +106,19 @@ def prefix_ranks(codes: Tensor, mask: Tensor) -> Tensor:
     return torch.stack(out, 1)
 
 
+def row_product(row: Tensor, matrix: Tensor) -> Tensor:
+    """``row`` ``[b, d]`` times ``matrix`` ``[b, d, n]``: the ``[b, 1, n]`` kernel row of a
+    greedy step, computed as a two-row product whose second row is zero.
+
+    AOTInductor lowers a one-row ``bmm`` on CPU into a multiply-and-sum loop of its own,
+    fused with the step's gathers, instead of calling ATen's kernel: ~300 µs a step for the
+    homefeed spec's 769 x 512 float64 feature map, 55-75% of a compiled blend. With two rows it
+    calls ATen's ``bmm`` (~60 µs). The eager loops and the loop form share this, so an
+    exported program keeps the eager torch path's bits.
+    """
+    return torch.bmm(torch.stack([row, torch.zeros_like(row)], 1), matrix)[:, :1]
+
+
 def batch_chunks(batch: int, bytes_per_request: int, width: int) -> list[slice]:
     """Split the batch into cache-sized chunks that are run one after the other.
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from blendspec.ops import _native, loop
-from blendspec.ops._common import batch_chunks, workspace
+from blendspec.ops._common import batch_chunks, row_product, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
@@ -188,7 +188,7 @@ class _Kernel:
 
     def row(self, j: Tensor) -> Tensor:
         """``S_j.`` ``[b, 1, Np]``."""
-        return torch.bmm(self.rows(j).unsqueeze(1), self.phi_t)
+        return row_product(self.rows(j), self.phi_t)
 
     def chen(
         self, c_rows: Tensor, d2: Tensor, j: Tensor, kernel_row: Tensor | None = None

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from blendspec.ops import _native, loop
-from blendspec.ops._common import batch_chunks, workspace
+from blendspec.ops._common import batch_chunks, row_product, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
@@ -110,7 +110,7 @@ def mmr(
 
 def _similarity(rows: RowGather, j: Tensor, phi_t: Tensor) -> Tensor:
     """``<phi_j, phi_i>`` for every candidate i, in float64 rounded to float32."""
-    return torch.bmm(rows(j).unsqueeze(1), phi_t).squeeze(1).to(torch.float32)
+    return row_product(rows(j), phi_t).squeeze(1).to(torch.float32)
 
 
 def _mmr_loop(

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from blendspec.ops import _native, loop
-from blendspec.ops._common import batch_chunks, workspace
+from blendspec.ops._common import batch_chunks, row_product, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
@@ -113,7 +113,7 @@ def msd(
 
 def _distances(rows: RowGather, j: Tensor, phi_t: Tensor) -> Tensor:
     """``1 - <phi_j, phi_i>`` for every candidate i."""
-    return torch.rsub(torch.bmm(rows(j).unsqueeze(1), phi_t).squeeze(1), 1.0)
+    return torch.rsub(row_product(rows(j), phi_t).squeeze(1), 1.0)
 
 
 def _msd_loop(

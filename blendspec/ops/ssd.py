@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from blendspec.ops import _native, loop
-from blendspec.ops._common import batch_chunks, workspace
+from blendspec.ops._common import batch_chunks, row_product, workspace
 from blendspec.ops._greedy import Selection, Selector, empty_selection, run_chunks
 from blendspec.ops._inputs import RowGather, load_transposed, prepare
 from blendspec.ops.constraints import ConstraintState, GreedyConstraints, PreparedConstraints
@@ -206,7 +206,7 @@ class _Window:
 
     def inner(self, cp: Tensor, g: Tensor, neg_c_j: Tensor, j: Tensor) -> Tensor:
         """``<v_i, b>`` for v_i with the evicted basis restored (``g`` is 0 at its slot)."""
-        kernel = torch.bmm(self.rows(j).unsqueeze(1), self.phi_t)
+        kernel = row_product(self.rows(j), self.phi_t)
         coef = torch.cat([g, neg_c_j], 1).unsqueeze(1)
         return torch.baddbmm(kernel, coef, cp).squeeze(1)
 
