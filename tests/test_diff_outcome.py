@@ -496,6 +496,40 @@ def test_every_format_carries_the_outcome(folder: Path, logs: Path) -> None:
     assert annotation.startswith("::notice ") and "better at 95%25" in annotation
 
 
+def test_candidates_and_logs_together(folder: Path, logs: Path) -> None:
+    """Both impacts in one diff: how the slates move on a dump, and the estimated outcome."""
+    rng = np.random.default_rng(3)
+    n = 40  # 4 requests of 10 candidates
+    dump = folder / "toy-candidates.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "request_id": pa.array([f"q{i // 10}" for i in range(n)]),
+                "candidate_id": pa.array([f"c{i % 10}" for i in range(n)]),
+                "p_click": pa.array(rng.random(n).astype(np.float32)),
+                "p_longclick": pa.array(rng.random(n).astype(np.float32)),
+                "visual": pa.FixedSizeListArray.from_arrays(
+                    pa.array(rng.normal(size=n * 8).astype(np.float32)), 8
+                ),
+                "user_state": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.repeat(rng.normal(size=(4, 2)), 10, 0).ravel().astype(np.float32)),
+                    2,
+                ),
+            }
+        ),
+        dump,
+    )
+    old, new = toy(folder, "both_old"), toy(folder, "both_new", ctr=0, long=2)
+    result = blend_diff(old, new, "--candidates", dump, "--logs", logs, "--format", "json",
+                        "--estimators", "snips")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    impact = json.loads(result.stdout)["files"][0]["impact"]
+    assert "outcome" in impact and impact["outcome"]["verdict"] == "better"
+    assert set(impact) - {"outcome"}, "the candidates' impact is there too"
+    text = blend_diff(old, new, "--candidates", dump, "--logs", logs, "--estimators", "snips")
+    assert text.exit_code == 0 and "verdict (SNIPS): better at 95%" in text.stdout
+
+
 # ---------------------------------------------------------------- renderings (golden)
 
 
