@@ -96,8 +96,6 @@ def advancer(bar: Progress, task: TaskID) -> Callable[[int], None]:
 # Totals known before the work starts
 # --------------------------------------------------------------------------------------------
 
-_SHARD_MANIFEST = "_blendspec_shards.json"  # blendspec.sim.shards.SHARD_MANIFEST, without numpy
-
 
 def dump_requests(path: Path, limit: int | None = None) -> int | None:
     """How many requests blending `path` will report, for the bar's total, or None when that
@@ -123,12 +121,12 @@ def dump_requests(path: Path, limit: int | None = None) -> int | None:
 
 def _manifest_requests(path: Path) -> int | None:
     from blendspec.io.dump import dump_files
+    from blendspec.sim.shards import SHARD_MANIFEST  # standard library only
 
-    if not path.is_dir() or not (path / _SHARD_MANIFEST).is_file():
+    if not path.is_dir() or not (path / SHARD_MANIFEST).is_file():
         return None
-    manifest = json.loads((path / _SHARD_MANIFEST).read_text(encoding="utf-8"))
-    files = [f.relative_to(path).as_posix() for f in dump_files(path)]
-    files = [f for f in files if f != _SHARD_MANIFEST]
+    manifest = json.loads((path / SHARD_MANIFEST).read_text(encoding="utf-8"))
+    files = [f.relative_to(path).as_posix() for f in dump_files(path)]  # not the manifest
     if sorted(files) != sorted(manifest.get("files", ())):
         return None  # files added or removed since: the manifest does not describe the dump
     requests = manifest.get("requests")
@@ -142,7 +140,7 @@ def _count_requests(path: Path) -> int | None:
 
     from blendspec.io.dump import dump_files
 
-    files = [f for f in dump_files(path) if f.name != _SHARD_MANIFEST]
+    files = dump_files(path)
     if any(f.suffix != ".parquet" for f in files):
         return None
     count = 0

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from blendspec.sim.shards import SHARD_MANIFEST
 from blendspec.spec.model import Input, Spec
 
 REQUEST_ID = "request_id"
@@ -182,13 +183,11 @@ DumpSource = Path | ArrowDump
 """What a `DumpReader` reads: a dump's path (file or folder), or candidates in memory."""
 
 
-def _is_data_file(file: Path, folder: Path) -> bool:
-    """A dump's data file inside a folder: a .parquet or JSON Lines file whose name, and whose
-    folders' names, start with neither `_` nor `.` (metadata by the convention Spark, Hive and
-    pyarrow datasets follow: the shard manifest `_blendspec_shards.json`, `_SUCCESS`, `.crc`)."""
-    if file.suffix not in (".parquet", *JSONL_SUFFIXES):
-        return False
-    return not any(part.startswith(("_", ".")) for part in file.relative_to(folder).parts)
+def _is_data_file(file: Path) -> bool:
+    """A dump's data file inside a folder: a .parquet or JSON Lines file, except the manifest
+    `blend simulate --shard-rows` writes beside its shards (a .json file, but no rows). Every
+    other file with those suffixes is read, so no request is left out unnoticed."""
+    return file.suffix in (".parquet", *JSONL_SUFFIXES) and file.name != SHARD_MANIFEST
 
 
 def dump_files(path: DumpSource) -> list[DumpSource]:
@@ -196,7 +195,7 @@ def dump_files(path: DumpSource) -> list[DumpSource]:
         return [path]
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if _is_data_file(p, path))
+        files = sorted(p for p in path.rglob("*") if _is_data_file(p))
         if not files:
             raise DumpError(f"{path}: the folder holds no .parquet or .jsonl files")
         return files

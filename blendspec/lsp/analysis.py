@@ -19,7 +19,7 @@ from typing import Any
 
 from blendspec.spec import reference
 from blendspec.spec.diagnostics import Diagnostic, Source, Span, SpecError
-from blendspec.spec.syntax import KEY, Document, PathKey, Syntax, parse_document
+from blendspec.spec.syntax import KEY, Document, PathKey, Syntax, parse_document, value_at
 
 DECLARING = {"inputs": "name", "objectives": "name", "weights": "name", "rewards": "reward"}
 """Sections that declare names, and the namespace each declares into. Inputs, objectives and
@@ -229,16 +229,6 @@ def path_at(document: Document, span: Span) -> tuple[PathKey, bool] | None:
         if best is None or size < best[0]:
             best = (size, path[:-1] if is_key else path, is_key)
     return (best[1], best[2]) if best else None
-
-
-def value_at(data: Any, path: PathKey) -> Any:
-    node = data
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def formula_root(path: PathKey) -> PathKey | None:

@@ -253,17 +253,7 @@ def evaluate(
         }
     replicates: dict[str, np.ndarray] = {e: np.zeros(0) for e in estimators}
     if bootstrap and n:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, _BOOTSTRAP_CELLS // n)
-        parts: list[np.ndarray] = []
-        for start in range(0, bootstrap, chunk):
-            b = min(chunk, bootstrap - start)
-            idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
-            parts.append(counts.astype(np.float64) @ terms)
-            if progress is not None:
-                progress(b)
-        sums = np.concatenate(parts)
+        sums = resampled_sums(terms, bootstrap, seed, progress)
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = {
                 "replay": sums[:, 0] / sums[:, 1],
@@ -272,7 +262,6 @@ def evaluate(
                 "dr": sums[:, 4] / sums[:, 5],
             }
         replicates = {e: boot[e] for e in estimators}
-    kish = float(w.sum() ** 2 / (w * w).sum()) if n and (w * w).sum() > 0 else 0.0
     out: dict[str, Estimate] = {}
     for name in estimators:
         value = float(point[name]) if n else float("nan")
@@ -282,7 +271,7 @@ def evaluate(
             if effective == 0:
                 flag, value = "no-matches", float("nan")
         else:
-            effective = kish
+            effective = kish(w)
             if n == 0:
                 flag = "empty"
             elif name == "snips" and not w.sum() > 0:
@@ -309,6 +298,30 @@ def evaluate(
 
 PAIRED_ESTIMATORS: tuple[str, ...] = ("snips", "dr", "ips")
 """The estimators :func:`evaluate_pair` knows (replay has no meaning for a stochastic target)."""
+
+
+def resampled_sums(
+    terms: np.ndarray,
+    bootstrap: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``[bootstrap, k]``: the column sums of ``terms`` ``[n, k]`` over ``bootstrap`` seeded
+    resamples of its rows (with replacement), as resample counts times ``terms`` — every
+    estimator here is a ratio of such sums, so one resampling serves them all. Chunked so that
+    a chunk's count matrix holds about ``_BOOTSTRAP_CELLS`` cells."""
+    n = terms.shape[0]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CELLS // n)
+    parts: list[np.ndarray] = []
+    for start in range(0, bootstrap, chunk):
+        b = min(chunk, bootstrap - start)
+        idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
+        parts.append(counts.astype(np.float64) @ terms)
+        if progress is not None:
+            progress(b)
+    return np.concatenate(parts)
 
 
 def kish(weights: np.ndarray) -> float:
@@ -397,15 +410,7 @@ def evaluate_pair(
     point = values(terms.sum(axis=0))
     reps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if bootstrap and n:
-        rng = np.random.default_rng(seed)
-        chunk = max(1, _BOOTSTRAP_CELLS // n)
-        parts: list[np.ndarray] = []
-        for start in range(0, bootstrap, chunk):
-            b = min(chunk, bootstrap - start)
-            idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
-            parts.append(counts.astype(np.float64) @ terms)
-        reps = values(np.concatenate(parts))
+        reps = values(resampled_sums(terms, bootstrap, seed))
 
     def interval(samples: np.ndarray) -> tuple[float, float]:
         finite = samples[np.isfinite(samples)]

@@ -17,7 +17,14 @@ from pydantic import BaseModel
 from blendspec.spec.checks import run_checks
 from blendspec.spec.diagnostics import Diagnostic, Source, SpecError, did_you_mean
 from blendspec.spec.model import Spec
-from blendspec.spec.syntax import Document, PathKey, Syntax, parse_document, syntax_of
+from blendspec.spec.syntax import (
+    Document,
+    PathKey,
+    Syntax,
+    parse_document,
+    syntax_of,
+    value_at,
+)
 
 
 @dataclass(frozen=True)
@@ -173,22 +180,12 @@ def _section(dotted: str) -> str:
 
 
 def _tag_key(data: Any, path: PathKey) -> str:
-    node = _at(data, path)
+    node = value_at(data, path)
     if isinstance(node, dict):
         for key in ("algorithm", "kind"):
             if key in node:
                 return key
     return "kind"
-
-
-def _at(data: Any, path: PathKey) -> Any:
-    node = data
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def _allowed_fields(data: Any, path: PathKey) -> list[str]:
@@ -197,7 +194,7 @@ def _allowed_fields(data: Any, path: PathKey) -> list[str]:
     node = data
     for part in path:
         model = _field_type(model, part, node)
-        node = _at(node, (part,))
+        node = value_at(node, (part,))
         if model is None:
             return []
     model = _pick_union(model, node)

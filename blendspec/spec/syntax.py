@@ -70,6 +70,17 @@ class Document:
         return self.spans.get(tuple(path) + (KEY,)) or self.span_of(path)
 
 
+def value_at(data: Any, path: PathKey) -> Any:
+    """The node of parsed spec data at `path`, or None where the path leads nowhere."""
+    node = data
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
 def syntax_of(path: Path) -> Syntax | None:
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
